@@ -1,0 +1,36 @@
+"""Pages: the room picker and a room."""
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from chat.rooms import ROOM_NAME_MAX_LENGTH, ROOM_NAME_REGEX, ROOM_NAME_RULE
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    """The room picker."""
+    return render(
+        request,
+        "chat/index.html",
+        {
+            "room_rule": {
+                "pattern": ROOM_NAME_REGEX,
+                "max_length": ROOM_NAME_MAX_LENGTH,
+                "text": ROOM_NAME_RULE,
+            }
+        },
+    )
+
+
+def room(request: HttpRequest, room_name: str) -> HttpResponse:
+    """A chat room."""
+    return render(request, "chat/room.html", {"room_name": room_name})
+
+
+def invalid_room(request: HttpRequest, bad_name: str) -> HttpResponse:
+    """A friendly 404 for a path under /chat/ that is not a valid room."""
+    return render(
+        request,
+        "chat/invalid_room.html",
+        {"bad_name": bad_name.rstrip("/"), "room_rule": ROOM_NAME_RULE},
+        status=404,
+    )

@@ -1,0 +1,48 @@
+"""Fixtures shared by every test tier."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from channels.layers import get_channel_layer
+from django.test import override_settings
+
+from chat.testing.redis_server import RedisUnavailable, shared_redis_url
+from mysite.settings import channel_layers_config
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def redis_url_or_skip() -> str:
+    """A Redis to test against; outside CI a machine without one skips, under CI it fails."""
+    try:
+        return shared_redis_url()
+    except RedisUnavailable as error:
+        if IN_CI:
+            raise
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of a real Redis server that tests may flush."""
+    return redis_url_or_skip()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def layer(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """Run the test once on the in-memory channel layer and once on a real Redis."""
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    with override_settings(CHANNEL_LAYERS=channel_layers_config(url)):
+        yield request.param
+        # Leave no groups or channels behind for the next test.
+        await get_channel_layer().flush()
+
+
+@pytest.fixture(autouse=True)
+def _known_hosts(settings: Any) -> None:
+    """The same ALLOWED_HOSTS whatever the developer's environment says."""
+    settings.ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]

@@ -1,0 +1,142 @@
+"""Django settings. Everything an operator changes comes from the environment (see README)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from mysite.env import env_bool, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Development by default, so a fresh clone runs with nothing set; production sets DJANGO_DEBUG=0.
+DEBUG = env_bool("DJANGO_DEBUG", default=True)
+
+_secret_key = env_str("DJANGO_SECRET_KEY")
+if _secret_key is None:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "Set DJANGO_SECRET_KEY, or DJANGO_DEBUG=1 to use the development key."
+        )
+    _secret_key = "django-insecure-development-only-key-never-use-in-production"
+SECRET_KEY = _secret_key
+
+ALLOWED_HOSTS = env_list(
+    "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
+)
+
+INSTALLED_APPS = [
+    # daphne first: its runserver replaces Django's so that it serves WebSockets too.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Serves /static/ under daphne without a separate web server (see docs/deployment.md).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mysite.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "mysite.wsgi.application"
+ASGI_APPLICATION = "mysite.asgi.application"
+
+
+def _database() -> dict[str, Any]:
+    """The default database: DATABASE_URL, or a SQLite file beside manage.py."""
+    config: dict[str, Any] = dict(
+        dj_database_url.config(
+            env="DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0
+        )
+    )
+    # Tests get their own, explicitly named database: never the development one, and a file
+    # (ChannelsLiveServerTestCase refuses in-memory SQLite, and its server is another process).
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+        # Writers wait for the lock instead of failing at once with "database is locked".
+        config.setdefault("OPTIONS", {})["timeout"] = 20
+    else:
+        config["TEST"] = {"NAME": f"test_{config['NAME']}"}
+    return config
+
+
+DATABASES = {"default": _database()}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def channel_layers_config(redis_url: str | None) -> dict[str, Any]:
+    """A Redis URL: channels-redis across processes; None: the in-process layer."""
+    if redis_url is None:
+        return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        }
+    }
+
+
+CHANNEL_LAYERS = channel_layers_config(env_str("REDIS_URL"))
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+# Serve straight from the apps too, so `daphne mysite.asgi:application` works from a clone;
+# `collectstatic` is still the faster path in production.
+WHITENOISE_USE_FINDERS = True
+# Before the first collectstatic, STATIC_ROOT does not exist yet and the finders suffice.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+
+# `python manage.py test` runs the same pytest suite as `make test`.
+TEST_RUNNER = "mysite.test_runner.PytestTestRunner"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"chat": {"handlers": ["console"], "level": env_str("CHAT_LOG_LEVEL", "INFO")}},
+}
