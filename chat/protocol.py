@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from urllib.parse import parse_qs
+
+if TYPE_CHECKING:
+    from chat.models import Message
 
 MAX_MESSAGE_CHARS = 4000
 # Frames larger than this close the socket (1009) instead of being parsed: a chat message
 # at its longest, JSON-escaped, fits comfortably, and nobody else pays for a giant frame.
 MAX_FRAME_BYTES = 64 * 1024
 MAX_CLIENT_ID_CHARS = 64
+# A joining client gets this many of the latest messages; history requests get at most MAX.
+HISTORY_ON_JOIN = 50
+HISTORY_MAX = 100
 
 CLOSE_TOO_BIG = 1009
 
@@ -27,6 +35,8 @@ class ErrorCode:
     UNKNOWN_TYPE = "unknown_type"
     EMPTY_MESSAGE = "empty_message"
     MESSAGE_TOO_LONG = "message_too_long"
+    BAD_RESUME = "bad_resume"
+    BAD_HISTORY = "bad_history"
 
 
 class ProtocolError(Exception):
@@ -49,9 +59,19 @@ class PostMessage:
     client_id: str | None = None
 
 
-ClientFrame = PostMessage
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """`{"type": "history", "before" | "after": seq, "limit"?: n}`: a page of stored messages."""
+
+    before: int | None
+    after: int | None
+    limit: int
+
+
+ClientFrame = PostMessage | HistoryRequest
 
 _POST_FIELDS = frozenset({"type", "message", "client_id"})
+_HISTORY_FIELDS = frozenset({"type", "before", "after", "limit"})
 
 
 def parse_client_frame(text: str) -> ClientFrame:
@@ -66,6 +86,8 @@ def parse_client_frame(text: str) -> ClientFrame:
     frame_type = data.get("type", "message")
     if frame_type == "message":
         return _parse_post(data)
+    if frame_type == "history":
+        return _parse_history(data)
     if not isinstance(frame_type, str):
         raise ProtocolError(ErrorCode.BAD_FRAME, "`type` must be a string.")
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"Unknown frame type {frame_type[:40]!r}.")
@@ -99,6 +121,35 @@ def _parse_post(data: dict[str, Any]) -> PostMessage:
     return PostMessage(message=message, client_id=client_id)
 
 
+def _parse_history(data: dict[str, Any]) -> HistoryRequest:
+    _reject_unknown_fields(data, _HISTORY_FIELDS)
+    before, after = data.get("before"), data.get("after")
+    if (before is None) == (after is None):
+        raise ProtocolError(ErrorCode.BAD_HISTORY, "Give exactly one of `before` and `after`.")
+    limit = data.get("limit", HISTORY_ON_JOIN)
+    for name, value, low in (("before", before, 1), ("after", after, 0), ("limit", limit, 1)):
+        if value is not None and not _is_int_at_least(value, low):
+            raise ProtocolError(ErrorCode.BAD_HISTORY, f"`{name}` must be an integer ≥ {low}.")
+    return HistoryRequest(before=before, after=after, limit=min(limit, HISTORY_MAX))
+
+
+def parse_resume(query_string: bytes) -> int | None:
+    """The `after` sequence number of a handshake's query string (`?after=N`), if any."""
+    params = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
+    values = params.get("after")
+    if not values:
+        return None
+    value = values[-1]
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise ProtocolError(ErrorCode.BAD_RESUME, "`after` must be a sequence number (0 or more).")
+    return int(value)
+
+
+def _is_int_at_least(value: object, low: int) -> bool:
+    # bool is an int in Python but not a number anyone means here.
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < 2**63
+
+
 def _reject_unknown_fields(data: dict[str, Any], allowed: frozenset[str]) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -120,11 +171,28 @@ def frame_too_big(text: str) -> bool:
 
 
 class MessageFrame(TypedDict):
-    """A chat message; `message` is its text, as in the tutorial."""
+    """A stored chat message; `message` is its text, as in the tutorial."""
 
     type: Literal["message"]
+    seq: int
     message: str
-    client_id: NotRequired[str]
+    author: str
+    time: str
+
+
+class AckFrame(TypedDict):
+    """To the sender only: its post (named by `client_id`) is stored as `seq`."""
+
+    type: Literal["ack"]
+    client_id: str
+    seq: int
+
+
+class HistoryFrame(TypedDict):
+    """The answer to a history request: stored messages, oldest first."""
+
+    type: Literal["history"]
+    messages: list[MessageFrame]
 
 
 class ErrorFrame(TypedDict):
@@ -135,12 +203,28 @@ class ErrorFrame(TypedDict):
     detail: str
 
 
-ServerFrame = MessageFrame | ErrorFrame
+ServerFrame = MessageFrame | AckFrame | HistoryFrame | ErrorFrame
 
 
 def encode(frame: ServerFrame) -> str:
     """Encode a server frame as compact JSON text."""
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def format_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds, e.g. `2026-11-24T13:45:01.123Z`."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def message_frame(message: Message) -> MessageFrame:
+    """The frame that shows a stored message to clients."""
+    return {
+        "type": "message",
+        "seq": message.seq,
+        "message": message.body,
+        "author": message.author_name,
+        "time": format_time(message.created_at),
+    }
 
 
 def error_frame(error: ProtocolError) -> ErrorFrame:

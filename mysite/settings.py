@@ -85,8 +85,16 @@ def _database() -> dict[str, Any]:
     # (ChannelsLiveServerTestCase refuses in-memory SQLite, and its server is another process).
     if config["ENGINE"] == "django.db.backends.sqlite3":
         config["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
-        # Writers wait for the lock instead of failing at once with "database is locked".
-        config.setdefault("OPTIONS", {})["timeout"] = 20
+        config.setdefault("OPTIONS", {}).update(
+            {
+                # Writers queue for the lock (up to 20 s) instead of failing with "database is
+                # locked"; IMMEDIATE takes it at BEGIN, so a read-then-write never deadlocks.
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                # WAL: readers (history, resume) do not wait for the writer, nor it for them.
+                "init_command": "PRAGMA journal_mode=WAL;",
+            }
+        )
     else:
         config["TEST"] = {"NAME": f"test_{config['NAME']}"}
     return config

@@ -1,6 +1,14 @@
-"""Markers by tier, so `pytest -m "not browser"` and friends select what they say."""
+"""Markers by tier, and the communicator fixtures the consumer tests share."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import pytest
+from channels.testing import WebsocketCommunicator
+
+from chat.testing.ws import ORIGIN, Connect
+from mysite.asgi import application
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -8,3 +16,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "browser" in item.nodeid.split("::")[0]:
             item.add_marker(pytest.mark.browser)
             item.add_marker(pytest.mark.redis)
+
+
+@pytest.fixture
+async def connect(layer: str) -> AsyncIterator[Connect]:
+    """Open communicators to rooms; every one is disconnected at the end of the test."""
+    opened: list[WebsocketCommunicator] = []
+
+    async def open_room(
+        room: str, headers: list[tuple[bytes, bytes]] | None = None, query: str = ""
+    ) -> WebsocketCommunicator:
+        communicator = WebsocketCommunicator(
+            application,
+            f"/ws/chat/{room}/" + (f"?{query}" if query else ""),
+            headers=[ORIGIN] if headers is None else headers,
+        )
+        connected, _ = await communicator.connect()
+        assert connected, f"handshake to room {room!r} was refused"
+        opened.append(communicator)
+        return communicator
+
+    yield open_room
+    for communicator in opened:
+        await communicator.disconnect()

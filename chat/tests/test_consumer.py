@@ -3,47 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from channels.testing import WebsocketCommunicator
 
 from chat.protocol import MAX_FRAME_BYTES, MAX_MESSAGE_CHARS
+from chat.testing.ws import ORIGIN, Connect, receive
 from mysite.asgi import application
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-ORIGIN = (b"origin", b"http://localhost")
-
-Connect = Callable[..., Any]
-
-
-@pytest.fixture
-async def connect(layer: str) -> AsyncIterator[Connect]:
-    """Open communicators to rooms; every one is disconnected at the end of the test."""
-    opened: list[WebsocketCommunicator] = []
-
-    async def open_room(
-        room: str, headers: list[tuple[bytes, bytes]] | None = None
-    ) -> WebsocketCommunicator:
-        communicator = WebsocketCommunicator(
-            application, f"/ws/chat/{room}/", headers=[ORIGIN] if headers is None else headers
-        )
-        connected, _ = await communicator.connect()
-        assert connected, f"handshake to room {room!r} was refused"
-        opened.append(communicator)
-        return communicator
-
-    yield open_room
-    for communicator in opened:
-        await communicator.disconnect()
-
-
-async def receive(communicator: WebsocketCommunicator) -> dict[str, Any]:
-    frame = await communicator.receive_json_from(timeout=2)
-    assert isinstance(frame, dict)
-    return frame
 
 
 async def test_post_is_received_by_everyone_in_the_room(connect: Connect) -> None:
@@ -58,10 +27,12 @@ async def test_post_is_received_by_everyone_in_the_room(connect: Connect) -> Non
         assert frame["message"] == "hello"
 
 
-async def test_typed_form_with_client_id_is_accepted(connect: Connect) -> None:
+async def test_typed_form_with_client_id_is_acknowledged_then_broadcast(connect: Connect) -> None:
     alice = await connect("lobby")
     await alice.send_json_to({"type": "message", "message": "hi", "client_id": "c-1"})
-    assert (await receive(alice))["message"] == "hi"
+    assert await receive(alice) == {"type": "ack", "client_id": "c-1", "seq": 1}
+    frame = await receive(alice)
+    assert (frame["type"], frame["seq"], frame["message"]) == ("message", 1, "hi")
 
 
 async def test_other_rooms_do_not_see_it(connect: Connect) -> None:

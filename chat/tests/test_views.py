@@ -63,3 +63,5 @@ def test_static_files_are_served(client: Client) -> None:
     for name in ("room.js", "socket.js", "index.js", "chat.css"):
         response = client.get(f"/static/chat/{name}")
         assert response.status_code == 200, name
+        assert b"".join(response.streaming_content)  # type: ignore[attr-defined]
+        response.close()

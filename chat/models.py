@@ -1,0 +1,64 @@
+"""Rooms and their messages: the source of truth for every client (the channel layer is not)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from chat.protocol import MAX_CLIENT_ID_CHARS
+from chat.rooms import ROOM_NAME_MAX_LENGTH
+
+
+class Room(models.Model):
+    """A chat room; `last_seq` hands out its message sequence numbers."""
+
+    name = models.CharField(max_length=ROOM_NAME_MAX_LENGTH, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # The sequence number of the room's latest message. Incremented under the room's row lock
+    # (PostgreSQL) or the write lock (SQLite), so sequences are 1, 2, 3… with no gap or repeat.
+    last_seq = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Message(models.Model):
+    """One post, numbered within its room."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    seq = models.PositiveBigIntegerField()
+    # Set for signed-in users; guests have only a name, assigned by the server.
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="chat_messages",
+    )
+    author_name = models.CharField(max_length=150)
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    # Chosen by the client so that a resend is recognised rather than stored twice. NULL, not
+    # "", when absent: the unique constraint must not treat all id-less posts as one.
+    client_id = models.CharField(  # noqa: DJ001
+        max_length=MAX_CLIENT_ID_CHARS, null=True, blank=True
+    )
+
+    class Meta:
+        ordering = ["room", "seq"]
+        constraints = [
+            # Also the index behind "latest N" and "after seq" queries.
+            models.UniqueConstraint(fields=["room", "seq"], name="chat_message_room_seq"),
+            models.UniqueConstraint(
+                fields=["room", "client_id"],
+                condition=models.Q(client_id__isnull=False),
+                name="chat_message_room_client_id",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room.name}#{self.seq} {self.author_name}: {self.body[:40]}"

@@ -1,0 +1,212 @@
+"""Invariant 1 at the consumer: stored before acknowledged, every message once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+
+from chat import protocol, services
+from chat.models import Message, Room
+from chat.rooms import group_name
+from chat.routing import websocket_urlpatterns
+from chat.testing.ws import Connect, receive
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+@database_sync_to_async
+def store(room: str, count: int, author: str = "seed") -> int:
+    """Store `count` messages in a room without broadcasting them; return the room id."""
+    room_id = services.room_get_or_create(name=room).pk
+    for n in range(count):
+        services.message_create(
+            room_id=room_id, author=None, author_name=author, body=f"m{n + 1}", client_id=None
+        )
+    return room_id
+
+
+@database_sync_to_async
+def stored(room: str) -> list[tuple[int, str]]:
+    return list(Message.objects.filter(room__name=room).order_by("seq").values_list("seq", "body"))
+
+
+async def seqs_until(communicator: WebsocketCommunicator, last: int) -> list[int]:
+    """Sequence numbers of the message frames received until `last` arrives."""
+    seen: list[int] = []
+    while not seen or seen[-1] < last:
+        frame = await receive(communicator)
+        if frame["type"] == "message":
+            seen.append(frame["seq"])
+    return seen
+
+
+async def test_post_is_stored_then_acknowledged_then_broadcast(connect: Connect) -> None:
+    alice = await connect("lobby")
+    bob = await connect("lobby")
+
+    await alice.send_json_to({"type": "message", "message": "hello", "client_id": "a1"})
+
+    assert await receive(alice) == {"type": "ack", "client_id": "a1", "seq": 1}
+    assert await stored("lobby") == [(1, "hello")]
+    for communicator in (alice, bob):
+        frame = await receive(communicator)
+        assert set(frame) == {"type", "seq", "message", "author", "time"}
+        assert (frame["type"], frame["seq"], frame["message"]) == ("message", 1, "hello")
+        assert frame["author"].startswith("guest-")
+        assert frame["time"].endswith("Z")
+
+
+async def test_tutorial_clients_get_only_message_frames(connect: Connect) -> None:
+    alice = await connect("lobby")
+    await alice.send_json_to({"message": "hi"})
+    assert (await receive(alice))["type"] == "message"
+    assert await alice.receive_nothing(timeout=0.2)
+
+
+async def test_resend_is_acknowledged_again_but_stored_and_broadcast_once(connect: Connect) -> None:
+    alice = await connect("lobby")
+    bob = await connect("lobby")
+    post = {"type": "message", "message": "once", "client_id": "same-id"}
+
+    await alice.send_json_to(post)
+    assert await receive(alice) == {"type": "ack", "client_id": "same-id", "seq": 1}
+    assert (await receive(bob))["seq"] == 1
+    await alice.send_json_to(post)
+
+    # The ack of the resend comes before the first broadcast reaches alice or after; either way
+    # the second ack names the same sequence number and nothing else is broadcast.
+    frames = [await receive(alice), await receive(alice)]
+    assert sorted(f["type"] for f in frames) == ["ack", "message"]
+    assert all(f["seq"] == 1 for f in frames)
+    assert await bob.receive_nothing(timeout=0.3)
+    assert await alice.receive_nothing(timeout=0.1)
+    assert await stored("lobby") == [(1, "once")]
+
+
+async def test_joining_client_gets_the_latest_50_oldest_first(connect: Connect) -> None:
+    await store("busy", 60)
+    carol = await connect("busy")
+    frames = [await receive(carol) for _ in range(protocol.HISTORY_ON_JOIN)]
+    assert [f["seq"] for f in frames] == list(range(11, 61))
+    assert [f["message"] for f in frames[:2]] == ["m11", "m12"]
+    assert await carol.receive_nothing(timeout=0.2)
+
+
+async def test_history_pages_back_and_forward(connect: Connect) -> None:
+    await store("busy", 60)
+    carol = await connect("busy")
+    await seqs_until(carol, 60)
+
+    await carol.send_json_to({"type": "history", "before": 11, "limit": 50})
+    older = await receive(carol)
+    assert older["type"] == "history"
+    assert [m["seq"] for m in older["messages"]] == list(range(1, 11))
+
+    await carol.send_json_to({"type": "history", "after": 20, "limit": 3})
+    assert [m["seq"] for m in (await receive(carol))["messages"]] == [21, 22, 23]
+
+    await carol.send_json_to({"type": "history", "before": 1})
+    assert (await receive(carol))["messages"] == []
+
+
+async def test_resume_sends_everything_after_the_position_then_live(connect: Connect) -> None:
+    await store("busy", 1200)
+    dave = await connect("busy", query="after=3")
+    assert await seqs_until(dave, 1200) == list(range(4, 1201))
+
+    alice = await connect("busy", query="after=1200")
+    await alice.send_json_to({"message": "live"})
+    assert (await receive(alice))["seq"] == 1201
+    assert (await receive(dave))["seq"] == 1201
+
+
+async def test_resume_beyond_the_room_starts_afresh(connect: Connect) -> None:
+    await store("small", 3)
+    eve = await connect("small", query="after=999")
+    assert await seqs_until(eve, 3) == [1, 2, 3]
+
+
+async def test_bad_resume_position_is_an_error_then_the_latest(connect: Connect) -> None:
+    await store("small", 2)
+    eve = await connect("small", query="after=-5")
+    assert (await receive(eve))["code"] == "bad_resume"
+    assert await seqs_until(eve, 2) == [1, 2]
+
+
+async def test_resume_while_messages_keep_arriving_has_no_gap_or_duplicate(
+    connect: Connect,
+) -> None:
+    await store("race", 300)
+    writer = await connect("race", query="after=300")
+
+    async def keep_posting() -> None:
+        for n in range(100):
+            await writer.send_json_to({"message": f"live {n}"})
+
+    posting = asyncio.create_task(keep_posting())
+    readers = [await connect("race", query=f"after={after}") for after in (0, 150, 299)]
+    await posting
+    for reader, after in zip(readers, (0, 150, 299), strict=True):
+        assert await seqs_until(reader, 400) == list(range(after + 1, 401))
+
+
+async def test_a_gap_in_the_live_stream_is_filled_from_the_database(connect: Connect) -> None:
+    frank = await connect("gappy")
+    room_id = await store("gappy", 3)
+    # Messages 1 and 2 were never broadcast (as if the layer lost them); 3 arrives live.
+    message = await database_sync_to_async(Message.objects.get)(room_id=room_id, seq=3)
+    await get_channel_layer().group_send(
+        group_name("gappy"),
+        {
+            "type": "chat.message",
+            "seq": 3,
+            "frame": protocol.encode(protocol.message_frame(message)),
+        },
+    )
+    assert [(await receive(frank))["message"] for _ in range(3)] == ["m1", "m2", "m3"]
+
+
+async def test_concurrent_posts_get_sequences_one_to_n_and_everyone_sees_all(
+    connect: Connect,
+) -> None:
+    writers = [await connect("crowd") for _ in range(5)]
+    per_writer = 20
+
+    async def post_all(index: int, communicator: WebsocketCommunicator) -> None:
+        for n in range(per_writer):
+            await communicator.send_json_to(
+                {"message": f"w{index}-{n}", "client_id": f"{index}-{n}"}
+            )
+
+    await asyncio.gather(*(post_all(i, w) for i, w in enumerate(writers)))
+    total = per_writer * len(writers)
+    for communicator in writers:
+        frames = []
+        while len(frames) < total:
+            frame = await receive(communicator)
+            if frame["type"] == "message":
+                frames.append(frame)
+        assert [f["seq"] for f in frames] == list(range(1, total + 1))
+    rows = await stored("crowd")
+    assert [seq for seq, _ in rows] == list(range(1, total + 1))
+    assert len({body for _, body in rows}) == total
+    assert (await database_sync_to_async(Room.objects.get)(name="crowd")).last_seq == total
+
+
+async def test_author_is_assigned_by_the_server(layer: str) -> None:
+    user = await database_sync_to_async(User.objects.create_user)("ada", password="x")
+    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/chat/lobby/")
+    communicator.scope["user"] = user
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.send_json_to({"message": "signed in"})
+    assert (await receive(communicator))["author"] == "ada"
+    await communicator.disconnect()
+    message = await database_sync_to_async(Message.objects.get)(room__name="lobby")
+    assert (message.author_id, message.author_name) == (user.pk, "ada")
