@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
@@ -187,7 +188,7 @@ async def test_concurrent_posts_get_sequences_one_to_n_and_everyone_sees_all(
     await asyncio.gather(*(post_all(i, w) for i, w in enumerate(writers)))
     total = per_writer * len(writers)
     for communicator in writers:
-        frames = []
+        frames: list[dict[str, Any]] = []
         while len(frames) < total:
             frame = await receive(communicator)
             if frame["type"] == "message":

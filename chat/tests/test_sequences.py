@@ -7,6 +7,7 @@ PostgreSQL (in a child pytest) when a server is reachable.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -33,16 +34,17 @@ def post_concurrently(room_id: int, *, with_resends: bool) -> list[BaseException
         try:
             start.wait()
             for n in range(PER_WRITER):
-                kwargs = {
-                    "room_id": room_id,
-                    "author": None,
-                    "author_name": f"w{index}",
-                    "body": f"{index}:{n}",
-                    "client_id": f"{index}:{n}",
-                }
-                services.message_create(**kwargs)
+                post = functools.partial(
+                    services.message_create,
+                    room_id=room_id,
+                    author=None,
+                    author_name=f"w{index}",
+                    body=f"{index}:{n}",
+                    client_id=f"{index}:{n}",
+                )
+                post()
                 if with_resends:
-                    _, created = services.message_create(**kwargs)
+                    _, created = post()
                     assert not created
         except BaseException as error:
             errors.append(error)
