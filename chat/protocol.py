@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 from urllib.parse import parse_qs
 
 if TYPE_CHECKING:
@@ -178,6 +178,8 @@ class MessageFrame(TypedDict):
     message: str
     author: str
     time: str
+    # The sender's own id for the post, so its page can match it to what it is still sending.
+    client_id: NotRequired[str]
 
 
 class AckFrame(TypedDict):
@@ -218,13 +220,16 @@ def format_time(moment: datetime) -> str:
 
 def message_frame(message: Message) -> MessageFrame:
     """The frame that shows a stored message to clients."""
-    return {
+    frame: MessageFrame = {
         "type": "message",
         "seq": message.seq,
         "message": message.body,
         "author": message.author_name,
         "time": format_time(message.created_at),
     }
+    if message.client_id is not None:
+        frame["client_id"] = message.client_id
+    return frame
 
 
 def error_frame(error: ProtocolError) -> ErrorFrame:

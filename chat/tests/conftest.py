@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from channels.testing import WebsocketCommunicator
 
+from chat.testing.redis_server import RedisServer, RedisUnavailable
+from chat.testing.server import DaphneServer
 from chat.testing.ws import ORIGIN, Connect
+from conftest import IN_CI
 from mysite.asgi import application
 
 
@@ -39,3 +42,24 @@ async def connect(layer: str) -> AsyncIterator[Connect]:
     yield open_room
     for communicator in opened:
         await communicator.disconnect()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own, on a free port, which the test may stop and start."""
+    try:
+        server = RedisServer().start()
+    except RedisUnavailable as error:
+        if IN_CI:
+            raise
+        pytest.skip(str(error))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(own_redis: RedisServer) -> Iterator[DaphneServer]:
+    """The chat under daphne in a child process, on its own SQLite file and Redis."""
+    daphne = DaphneServer(redis_url=own_redis.url).migrate().start()
+    yield daphne
+    daphne.stop()

@@ -1,6 +1,6 @@
-// The room page: renders frames into #chat-log and sends what is typed.
+// The room page: renders what the connection hands it and sends what is typed.
 // User text only ever reaches the page through textContent, never as HTML.
-import { ChatSocket } from "./socket.js";
+import { ChatConnection } from "./socket.js";
 
 const roomName = JSON.parse(document.getElementById("room-name").textContent);
 const log = document.querySelector("#chat-log");
@@ -8,61 +8,96 @@ const input = document.querySelector("#chat-message-input");
 const submit = document.querySelector("#chat-message-submit");
 const composer = document.querySelector("#composer");
 const status = document.querySelector("#connection-status");
+const older = document.querySelector("#load-older");
 
 const STATE_LABELS = {
   connecting: "Connecting…",
   open: "Connected",
   reconnecting: "Reconnecting…",
 };
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
-function socketUrl() {
-  const scheme = window.location.protocol === "https:" ? "wss" : "ws";
-  return `${scheme}://${window.location.host}/ws/chat/${roomName}/`;
+function span(className, text) {
+  const part = document.createElement("span");
+  part.className = className;
+  part.textContent = text;
+  return part;
 }
 
-function line(className, ...parts) {
+function messageRow(message) {
   const row = document.createElement("span");
-  row.className = className;
-  for (const [partClass, text] of parts) {
-    const part = document.createElement("span");
-    part.className = partClass;
-    part.textContent = text;
-    row.append(part);
-  }
-  row.append("\n");
+  row.className = "msg";
+  row.dataset.seq = String(message.seq);
+  const time = document.createElement("time");
+  time.className = "time";
+  time.dateTime = message.time;
+  time.textContent = timeFormat.format(new Date(message.time));
+  time.title = message.time;
+  row.append(time, span("author", message.author), span("text", message.message), "\n");
   return row;
 }
 
-function appendRow(row) {
+function stickToBottom(change) {
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-  log.append(row);
+  change();
   if (atBottom) {
     log.scrollTop = log.scrollHeight;
   }
 }
 
-function onFrame(frame) {
-  if (frame.type === "error") {
-    appendRow(line("msg notice", ["text", `⚠ ${frame.detail}`]));
-  } else if (typeof frame.message === "string") {
-    appendRow(line("msg", ["text", frame.message]));
+function showMessage(message) {
+  // Rows stay in sequence order whatever order they arrive in; pending posts stay last.
+  const row = messageRow(message);
+  let before = log.querySelector(".msg.pending, .msg.notice:last-child");
+  for (const existing of log.querySelectorAll(".msg[data-seq]")) {
+    if (Number(existing.dataset.seq) > message.seq) {
+      before = existing;
+      break;
+    }
   }
+  stickToBottom(() => log.insertBefore(row, before));
+  document.body.dataset.lastSeq = String(chat.newestSeq);
+  older.hidden = !chat.hasOlder;
 }
 
-function onState(state) {
+function showPending(pending) {
+  stickToBottom(() => {
+    log.querySelectorAll(".msg.pending").forEach((row) => row.remove());
+    for (const { text } of pending) {
+      const row = span("msg pending", "");
+      row.append(span("author", "sending…"), span("text", text), "\n");
+      log.append(row);
+    }
+  });
+  document.body.dataset.pending = String(pending.length);
+}
+
+function showError(error) {
+  const row = span("msg notice", "");
+  row.append(span("text", `⚠ ${error.detail}`), "\n");
+  stickToBottom(() => log.append(row));
+}
+
+function showState(state) {
   document.body.dataset.wsState = state;
   status.textContent = STATE_LABELS[state] ?? state;
   status.dataset.state = state;
 }
 
-const chat = new ChatSocket(socketUrl, { onFrame, onState });
+const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+const chat = new ChatConnection(`${scheme}://${window.location.host}/ws/chat/${roomName}/`, {
+  onMessage: showMessage,
+  onPending: showPending,
+  onState: showState,
+  onError: showError,
+});
 
 function sendTyped() {
-  const message = input.value;
-  if (!message.trim()) {
+  const text = input.value;
+  if (!text.trim()) {
     return;
   }
-  chat.send({ type: "message", message });
+  chat.post(text);
   input.value = "";
   input.focus();
 }
@@ -72,5 +107,6 @@ composer.addEventListener("submit", (event) => {
   sendTyped();
 });
 submit.addEventListener("click", sendTyped);
+older.addEventListener("click", () => chat.loadOlder());
 input.focus();
 chat.start();

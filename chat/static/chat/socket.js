@@ -1,64 +1,143 @@
-// Owns the WebSocket: connects, reconnects with backoff, queues sends while offline,
-// and hands each decoded frame to the page. It knows nothing about the DOM.
+// Owns the connection to one room: connects and reconnects (exponential backoff with jitter),
+// resumes after the last sequence number it holds, keeps posts until the server acknowledges
+// them (resending by client id, so each is stored once), and hands the page each stored message
+// exactly once. It knows nothing about the DOM.
 
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 15000;
+const HISTORY_PAGE = 50;
 
-export class ChatSocket {
+function newClientId() {
+  if (window.crypto && typeof window.crypto.randomUUID === "function") {
+    return window.crypto.randomUUID();
+  }
+  // randomUUID needs a secure context; plain http on a LAN address is not one.
+  const bytes = window.crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export class ChatConnection {
   /**
-   * @param {() => string} urlFor  builds the URL for each (re)connection
-   * @param {{onFrame: (frame: object) => void, onState: (state: string) => void}} handlers
+   * @param {string} baseUrl  ws:// or wss:// URL of the room
+   * @param {object} handlers
+   * @param {(message: object) => void} handlers.onMessage  a stored message, once per seq
+   * @param {(pending: {clientId: string, text: string}[]) => void} handlers.onPending
+   * @param {(state: string, detail: object) => void} handlers.onState
+   * @param {(error: object) => void} handlers.onError
    */
-  constructor(urlFor, { onFrame, onState }) {
-    this.urlFor = urlFor;
-    this.onFrame = onFrame;
-    this.onState = onState;
+  constructor(baseUrl, { onMessage, onPending, onState, onError }) {
+    this.baseUrl = baseUrl;
+    this.handlers = { onMessage, onPending, onState, onError };
     this.socket = null;
     this.attempt = 0;
-    this.outbox = [];
-    this.timer = null;
+    this.seqs = new Set();
+    this.oldestSeq = 0;
+    this.newestSeq = 0;
+    this.pending = new Map(); // client id → text, in posting order
   }
 
-  /** Open the connection (and keep reopening it when it drops). */
+  /** Open the connection, and reopen it whenever it drops. */
   start() {
     this.setState("connecting");
-    const socket = new WebSocket(this.urlFor());
+    // Resume after the newest message held; with none, the server sends the latest page.
+    const url = this.newestSeq ? `${this.baseUrl}?after=${this.newestSeq}` : this.baseUrl;
+    const socket = new WebSocket(url);
     this.socket = socket;
     socket.addEventListener("open", () => {
       this.attempt = 0;
       this.setState("open");
-      this.flush();
-    });
-    socket.addEventListener("message", (event) => {
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      if (frame && typeof frame === "object") {
-        this.onFrame(frame);
+      for (const [clientId, text] of this.pending) {
+        this.transmit({ type: "message", message: text, client_id: clientId });
       }
     });
+    socket.addEventListener("message", (event) => this.receive(event.data));
     socket.addEventListener("close", (event) => {
-      if (this.socket !== socket) {
-        return;
+      if (this.socket === socket) {
+        this.socket = null;
+        this.scheduleReconnect(event.code);
       }
-      this.socket = null;
-      this.scheduleReconnect(event.code);
     });
   }
 
-  /** Send a frame now if connected, otherwise as soon as the socket opens. */
-  send(frame) {
-    this.outbox.push(frame);
-    this.flush();
+  /** Post a message: shown as pending until acknowledged, resent across reconnects. */
+  post(text) {
+    const clientId = newClientId();
+    this.pending.set(clientId, text);
+    this.announcePending();
+    this.transmit({ type: "message", message: text, client_id: clientId });
   }
 
-  flush() {
-    while (this.socket && this.socket.readyState === WebSocket.OPEN && this.outbox.length) {
-      this.socket.send(JSON.stringify(this.outbox.shift()));
+  /** Ask for the page of messages before the oldest one held. */
+  loadOlder() {
+    if (this.oldestSeq > 1) {
+      this.transmit({ type: "history", before: this.oldestSeq, limit: HISTORY_PAGE });
     }
+  }
+
+  get hasOlder() {
+    return this.oldestSeq > 1;
+  }
+
+  transmit(frame) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+      this.socket.send(JSON.stringify(frame));
+    }
+    // Otherwise nothing is lost: posts stay pending and are resent when the socket opens.
+  }
+
+  receive(data) {
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return;
+    }
+    switch (frame && frame.type) {
+      case "message":
+        this.accept(frame);
+        break;
+      case "history":
+        frame.messages.forEach((message) => this.accept(message));
+        break;
+      case "ack":
+        this.settle(frame.client_id);
+        break;
+      case "error":
+        this.handlers.onError(frame);
+        break;
+      default:
+        break;
+    }
+  }
+
+  accept(message) {
+    const seq = message.seq;
+    if (!Number.isInteger(seq) || this.seqs.has(seq)) {
+      return;
+    }
+    if (this.newestSeq && seq > this.newestSeq + 1) {
+      // A jump: fetch what lies between (the server fills gaps too; this is the backstop).
+      const missing = Math.min(seq - this.newestSeq - 1, 100);
+      this.transmit({ type: "history", after: this.newestSeq, limit: missing });
+    }
+    this.seqs.add(seq);
+    this.newestSeq = Math.max(this.newestSeq, seq);
+    this.oldestSeq = this.oldestSeq ? Math.min(this.oldestSeq, seq) : seq;
+    if (message.client_id) {
+      this.settle(message.client_id);
+    }
+    this.handlers.onMessage(message);
+  }
+
+  settle(clientId) {
+    if (this.pending.delete(clientId)) {
+      this.announcePending();
+    }
+  }
+
+  announcePending() {
+    const list = Array.from(this.pending, ([clientId, text]) => ({ clientId, text }));
+    this.handlers.onPending(list);
   }
 
   scheduleReconnect(code) {
@@ -67,11 +146,11 @@ export class ChatSocket {
     const delay = Math.random() * ceiling;
     this.attempt += 1;
     this.setState("reconnecting", { code, delay });
-    this.timer = setTimeout(() => this.start(), delay);
+    setTimeout(() => this.start(), delay);
   }
 
   setState(state, detail = {}) {
     this.state = state;
-    this.onState(state, detail);
+    this.handlers.onState(state, detail);
   }
 }

@@ -1,0 +1,107 @@
+"""The chat under a real daphne in a child process, which tests may kill and restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chat.testing.redis_server import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class DaphneServer:
+    """`daphne mysite.asgi:application` on 127.0.0.1, on its own SQLite file and a given Redis."""
+
+    redis_url: str
+    port: int = field(default_factory=free_port)
+    database: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="chat-server-")) / "chat.sqlite3"
+    )
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment an operator would set for this server."""
+        return {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "mysite.settings",
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": "test-only-secret-key",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_URL": f"sqlite:///{self.database}",
+            "REDIS_URL": self.redis_url,
+        }
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def migrate(self) -> DaphneServer:
+        """Create the server's database."""
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+        )
+        return self
+
+    def start(self) -> DaphneServer:
+        """Start daphne (again) on the same port and database, and wait until it listens."""
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "mysite.asgi:application",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, timeout=20)
+        return self
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL): no goodbye to any socket."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        """Stop the server politely."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None
+
+    def stored(self, room: str) -> list[tuple[int, str]]:
+        """(seq, text) of every message the server stored in a room, in order."""
+        import sqlite3
+
+        with sqlite3.connect(self.database) as db:
+            return db.execute(
+                "SELECT m.seq, m.body FROM chat_message m JOIN chat_room r ON r.id = m.room_id"
+                " WHERE r.name = ? ORDER BY m.seq",
+                (room,),
+            ).fetchall()
