@@ -10,7 +10,9 @@ import pytest
 from channels.layers import get_channel_layer
 from django.test import override_settings
 
+from chat.fanout import hubs
 from chat.testing.redis_server import RedisUnavailable, shared_redis_url
+from chat.writer import writers
 from mysite.settings import channel_layers_config
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -38,7 +40,10 @@ async def layer(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     url = request.getfixturevalue("redis_url") if request.param == "redis" else None
     with override_settings(CHANNEL_LAYERS=channel_layers_config(url)):
         yield request.param
-        # Leave no groups or channels behind for the next test.
+        # Stop this loop's hub and writer, and leave no groups or channels behind.
+        for service in (hubs.pop(), writers.pop()):
+            if service is not None:
+                await service.close()
         await get_channel_layer().flush()
 
 

@@ -1,25 +1,28 @@
 """The chat WebSocket consumer: parse a frame, call a service, answer the sender.
 
-Every socket is sent its room's stored messages in sequence order, each exactly once: on
-connect the history (or everything after `?after=N`), then live messages from the channel
-layer. `last_seq` is the last sequence number this socket was sent; live messages at or below
-it are duplicates and dropped, and a live message beyond `last_seq + 1` is preceded by the
-missing ones, read from the database (which is the source of truth; the layer is the fast path).
+Every socket is sent its room's stored messages in sequence order, each exactly once: first
+the history (or everything after `?after=N`) read from the database, then the live messages the
+process's hub (chat/fanout.py) hands it. While the history is being read the hub's messages are
+held back in `backlog`; afterwards those the history already covered are skipped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chat import protocol, selectors, services
+from chat.db import db_sync_to_async
+from chat.fanout import hubs
 from chat.models import Message
 from chat.protocol import ErrorCode, ProtocolError
-from chat.rooms import group_name
+from chat.transport import SCOPE_KEY, DirectSocket, OutFrame, direct_socket
+from chat.writer import writers
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -28,26 +31,38 @@ logger = logging.getLogger(__name__)
 
 # Catch-up after a reconnect is read in pages of this many messages.
 CATCH_UP_PAGE = 500
+# Posts of one socket waiting to be stored, at most; beyond, its frames wait to be read.
+MAX_IN_FLIGHT = 100
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
     """One browser tab in one room."""
 
+    # No channel per socket: the hub receives each room's messages once per process.
+    channel_layer_alias = None
+
     room_name: str
-    group: str
     room_id: int
     author: User | None
     author_name: str
     joined: bool = False
+    # The last sequence number this socket was sent.
     last_seq: int = 0
+    # Until the history is sent, the hub's deliveries wait here.
+    live: bool = False
+    backlog: list[OutFrame]
+    # The daphne connection itself, when there is one (see chat/transport.py).
+    direct: DirectSocket | None = None
+    # Posts handed to the writer and not yet stored; past MAX_IN_FLIGHT the socket waits.
+    in_flight: int = 0
+    writable: asyncio.Event | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Route an event to its handler without Channels' per-event thread hop.
 
         `AsyncConsumer.dispatch` runs `aclose_old_connections()` (a trip to the sync thread)
-        before every event, including each group message to each socket. Handlers here touch
-        the database only through `database_sync_to_async`, which closes stale connections
-        itself, so the hop buys nothing and halves throughput.
+        before every event. Handlers here touch the database only through
+        `chat.db.db_sync_to_async`, which manages the connection itself.
         """
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
@@ -55,36 +70,75 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def connect(self) -> None:
-        """Join the room's group, accept, then send the history or the missed messages."""
+        """Join the room, accept, send the history or the missed messages, then go live."""
         self.room_name = self.scope["url_route"]["kwargs"]["room_name"]
-        self.group = group_name(self.room_name)
+        self.server_send = self.scope.get(SCOPE_KEY, self.base_send)
         resume_error = None
         try:
             after = protocol.parse_resume(self.scope.get("query_string", b""))
         except ProtocolError as error:
             after, resume_error = None, error
         room_last_seq = await self.enter_room()
-        # Join before reading the database: a message stored meanwhile is then either in the
-        # read or queued on our channel (or both, and dropped once as a duplicate).
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.backlog = []
+        # Join before reading the database: a message stored meanwhile is then in the read or
+        # in the backlog (or both, and sent once).
+        await hubs.get().join(self, room_name=self.room_name, room_id=self.room_id)
         self.joined = True
         await self.accept()
+        self.direct = direct_socket(self.server_send)
         if resume_error is not None:
             await self.send_error(resume_error)
         if after is None or after > room_last_seq:
             # A new client, or one whose position this room never reached: start afresh.
-            latest = await database_sync_to_async(selectors.messages_latest)(
+            latest = await db_sync_to_async(selectors.messages_latest)(
                 room_id=self.room_id, limit=protocol.HISTORY_ON_JOIN
             )
             await self.send_stored(latest)
         else:
             self.last_seq = after
-            await self.catch_up(to_seq=None)
+            await self.catch_up()
+        await self.go_live()
+
+    async def go_live(self) -> None:
+        """Send what the hub delivered during the catch-up, then take deliveries directly."""
+        while self.backlog:
+            backlog, self.backlog = self.backlog, []
+            if backlog[0].seq > self.last_seq + 1:
+                await self.catch_up(to_seq=backlog[0].seq - 1)
+            for frame in backlog:
+                await self.write(frame)
+        # No await since the loop's last check: nothing can slip into the backlog unseen.
+        self.live = True
 
     async def disconnect(self, code: int) -> None:
-        """Leave the room's group."""
+        """Leave the room."""
         if self.joined:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            hubs.get().leave(self, room_name=self.room_name)
+
+    def deliver(self, frame: OutFrame) -> Awaitable[None] | None:
+        """From the hub: the room's next message. Returns what to await, if anything."""
+        if not self.live:
+            self.backlog.append(frame)
+            return None
+        return self.write_frame(frame)
+
+    def write_frame(self, frame: OutFrame) -> Awaitable[None] | None:
+        """Write a message frame unless this socket already has it."""
+        if frame.seq <= self.last_seq:
+            return None
+        self.last_seq = frame.seq
+        if self.direct is not None:
+            self.direct.send(frame)
+            return None
+        return self.server_send({"type": "websocket.send", "text": frame.text})
+
+    async def write(self, frame: OutFrame) -> None:
+        """`write_frame` at the pace this socket reads (for its own catch-up, not the room's)."""
+        if self.direct is not None:
+            await self.direct.drained()
+        pending = self.write_frame(frame)
+        if pending is not None:
+            await pending
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Handle one frame from the browser."""
@@ -110,40 +164,52 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.history(frame)
 
     async def post(self, frame: protocol.PostMessage) -> None:
-        """Store the message, acknowledge it, then broadcast it (encoded once for everyone)."""
-        message, created = await database_sync_to_async(services.message_create)(
+        """Queue the message for storing; the writer acknowledges it, then broadcasts it."""
+        if self.in_flight >= MAX_IN_FLIGHT:
+            # Stop reading this socket until the writer catches up with it.
+            self.writable = asyncio.Event()
+            await self.writable.wait()
+        self.in_flight += 1
+        post = services.NewPost(
             room_id=self.room_id,
             author=self.author,
             author_name=self.author_name,
             body=frame.message,
             client_id=frame.client_id,
         )
-        if frame.client_id is not None:
-            ack: protocol.AckFrame = {
-                "type": "ack",
-                "client_id": frame.client_id,
-                "seq": message.seq,
-            }
+        writers.get().submit(self.room_name, post, self)
+
+    async def stored(self, message: Message, *, client_id: str | None) -> None:
+        """From the writer: a post of this socket is stored."""
+        self.post_settled()
+        if client_id is not None:
+            ack: protocol.AckFrame = {"type": "ack", "client_id": client_id, "seq": message.seq}
             await self.send(text_data=protocol.encode(ack))
-        if created:
-            await self.channel_layer.group_send(
-                self.group,
-                {
-                    "type": "chat.message",
-                    "seq": message.seq,
-                    "frame": protocol.encode(protocol.message_frame(message)),
-                },
-            )
+
+    async def store_failed(self, *, client_id: str | None) -> None:
+        """From the writer: a post of this socket could not be stored."""
+        self.post_settled()
+        error = ProtocolError(ErrorCode.NOT_STORED, "The message was not stored; send it again.")
+        frame = protocol.error_frame(error)
+        if client_id is not None:
+            frame["client_id"] = client_id
+        await self.send(text_data=protocol.encode(frame))
+
+    def post_settled(self) -> None:
+        self.in_flight -= 1
+        if self.writable is not None:
+            self.writable.set()
+            self.writable = None
 
     async def history(self, request: protocol.HistoryRequest) -> None:
         """Answer a history request with a page of stored messages."""
         if request.before is not None:
-            page = await database_sync_to_async(selectors.messages_before)(
+            page = await db_sync_to_async(selectors.messages_before)(
                 room_id=self.room_id, before=request.before, limit=request.limit
             )
         else:
             assert request.after is not None
-            page = await database_sync_to_async(selectors.messages_after)(
+            page = await db_sync_to_async(selectors.messages_after)(
                 room_id=self.room_id, after=request.after, limit=request.limit
             )
         reply: protocol.HistoryFrame = {
@@ -152,22 +218,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         }
         await self.send(text_data=protocol.encode(reply))
 
-    async def chat_message(self, event: dict[str, Any]) -> None:
-        """Forward a live message in sequence order, filling any gap from the database."""
-        seq: int = event["seq"]
-        if seq <= self.last_seq:
-            return
-        if seq > self.last_seq + 1:
-            await self.catch_up(to_seq=seq - 1)
-        if seq == self.last_seq + 1:
-            await self.send(text_data=event["frame"])
-            self.last_seq = seq
-
-    async def catch_up(self, *, to_seq: int | None) -> None:
+    async def catch_up(self, *, to_seq: int | None = None) -> None:
         """Send the stored messages after `last_seq`, up to `to_seq` (or the latest)."""
         while to_seq is None or self.last_seq < to_seq:
             limit = CATCH_UP_PAGE if to_seq is None else min(CATCH_UP_PAGE, to_seq - self.last_seq)
-            page = await database_sync_to_async(selectors.messages_after)(
+            page = await db_sync_to_async(selectors.messages_after)(
                 room_id=self.room_id, after=self.last_seq, limit=limit
             )
             await self.send_stored(page)
@@ -177,11 +232,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def send_stored(self, messages: list[Message]) -> None:
         """Send stored messages this socket has not had yet, in order."""
         for message in messages:
-            if message.seq > self.last_seq:
-                await self.send(text_data=protocol.encode(protocol.message_frame(message)))
-                self.last_seq = message.seq
+            await self.write(
+                OutFrame(message.seq, protocol.encode(protocol.message_frame(message)))
+            )
 
-    @database_sync_to_async
+    @db_sync_to_async
     def enter_room(self) -> int:
         """Find or create the room and name the author; return the room's last sequence."""
         room = services.room_get_or_create(name=self.room_name)

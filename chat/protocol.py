@@ -37,6 +37,7 @@ class ErrorCode:
     MESSAGE_TOO_LONG = "message_too_long"
     BAD_RESUME = "bad_resume"
     BAD_HISTORY = "bad_history"
+    NOT_STORED = "not_stored"
 
 
 class ProtocolError(Exception):
@@ -203,6 +204,8 @@ class ErrorFrame(TypedDict):
     type: Literal["error"]
     code: str
     detail: str
+    # The refused post's own id, when the error is about a post that carried one.
+    client_id: NotRequired[str]
 
 
 ServerFrame = MessageFrame | AckFrame | HistoryFrame | ErrorFrame

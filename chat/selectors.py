@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chat.models import Message
+from chat.models import Message, Room
 
 
 def messages_latest(*, room_id: int, limit: int) -> list[Message]:
@@ -20,3 +20,8 @@ def messages_before(*, room_id: int, before: int, limit: int) -> list[Message]:
 def messages_after(*, room_id: int, after: int, limit: int) -> list[Message]:
     """Up to `limit` messages just after sequence number `after`."""
     return list(Message.objects.filter(room_id=room_id, seq__gt=after).order_by("seq")[:limit])
+
+
+def rooms_last_seq(*, room_ids: list[int]) -> dict[int, int]:
+    """The latest sequence number of each room."""
+    return dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "last_seq"))

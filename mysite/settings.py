@@ -106,12 +106,22 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
 def channel_layers_config(redis_url: str | None) -> dict[str, Any]:
-    """A Redis URL: channels-redis across processes; None: the in-process layer."""
+    """A Redis URL: channels-redis across processes; None: the in-process layer.
+
+    Redis pub/sub fits the fan-out (chat/fanout.py): each process subscribes once per room, and
+    nothing is dropped at a queue's capacity. Messages published while a process is cut off
+    from Redis are not replayed by Redis; the hub's reconcile fetches them from the database.
+    """
     if redis_url is None:
-        return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        return {
+            "default": {
+                "BACKEND": "channels.layers.InMemoryChannelLayer",
+                "CONFIG": {"capacity": 10_000},
+            }
+        }
     return {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [redis_url]},
         }
     }

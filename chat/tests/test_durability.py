@@ -13,10 +13,12 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 
 from chat import protocol, services
+from chat.fanout import RECONCILE_INTERVAL
 from chat.models import Message, Room
 from chat.rooms import group_name
 from chat.routing import websocket_urlpatterns
 from chat.testing.ws import Connect, receive
+from chat.writer import BATCH_EVENT
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -161,17 +163,21 @@ async def test_resume_while_messages_keep_arriving_has_no_gap_or_duplicate(
 async def test_a_gap_in_the_live_stream_is_filled_from_the_database(connect: Connect) -> None:
     frank = await connect("gappy")
     room_id = await store("gappy", 3)
-    # Messages 1 and 2 were never broadcast (as if the layer lost them); 3 arrives live.
+    # Messages 1 and 2 were never published (as if the layer lost them); 3 arrives live.
     message = await database_sync_to_async(Message.objects.get)(room_id=room_id, seq=3)
+    frame = protocol.encode(protocol.message_frame(message))
     await get_channel_layer().group_send(
         group_name("gappy"),
-        {
-            "type": "chat.message",
-            "seq": 3,
-            "frame": protocol.encode(protocol.message_frame(message)),
-        },
+        {"type": BATCH_EVENT, "room": "gappy", "room_id": room_id, "messages": [[3, frame]]},
     )
-    assert [(await receive(frank))["message"] for _ in range(3)] == ["m1", "m2", "m3"]
+    assert [(await receive(frank, wait=1))["message"] for _ in range(3)] == ["m1", "m2", "m3"]
+
+
+async def test_messages_whose_publish_was_lost_arrive_by_reconciling(connect: Connect) -> None:
+    grace = await connect("quiet")
+    await store("quiet", 2)  # stored, never published, and nothing follows them
+    waited = RECONCILE_INTERVAL + 2
+    assert [(await receive(grace, wait=waited))["message"] for _ in range(2)] == ["m1", "m2"]
 
 
 async def test_concurrent_posts_get_sequences_one_to_n_and_everyone_sees_all(

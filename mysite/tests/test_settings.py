@@ -79,7 +79,12 @@ def settings_in_fresh_process(**env: str) -> dict[str, object]:
 def test_embedded_defaults_need_nothing() -> None:
     built = settings_in_fresh_process()
     assert built["debug"] is True
-    assert built["layers"] == {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    assert built["layers"] == {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 10_000},
+        }
+    }
     db = built["db"]
     assert isinstance(db, dict)
     assert db["ENGINE"] == "django.db.backends.sqlite3"
@@ -109,7 +114,7 @@ def test_operator_settings_are_honoured() -> None:
     assert (db["HOST"], db["NAME"], db["TEST"]["NAME"]) == ("db.internal", "chat", "test_chat")
     assert built["layers"] == {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": ["redis://cache.internal:6379/2"]},
         }
     }

@@ -33,7 +33,7 @@ function messageRow(message) {
   time.dateTime = message.time;
   time.textContent = timeFormat.format(new Date(message.time));
   time.title = message.time;
-  row.append(time, span("author", message.author), span("text", message.message), "\n");
+  row.append(time, " ", span("author", message.author), " ", span("text", message.message), "\n");
   return row;
 }
 
