@@ -130,6 +130,7 @@ class ScenarioResult:
     closed_early: int
     error_frames: int
     client_cpu: float  # busiest worker's CPU time ÷ its wall time (1.0 = one core saturated)
+    client_cpu_s: float  # CPU seconds of all workers from "go" to the end
     server_cpu: float | None  # server CPU seconds ÷ wall time, when a probe was given
     processes: int
 
@@ -202,7 +203,12 @@ class _Worker:
 
     async def read(self, client: _Client) -> None:
         """Record every bench delivery to this client; ignore every other frame."""
-        prefix, seen, payloads, recv_ns = client.prefix, client.seen, client.payloads, client.recv_ns
+        prefix, seen, payloads, recv_ns = (
+            client.prefix,
+            client.seen,
+            client.payloads,
+            client.recv_ns,
+        )
         result = self.result
         try:
             async for raw in client.ws:
@@ -398,6 +404,7 @@ def merge(
         closed_early=sum(r.closed_early for r in results),
         error_frames=sum(r.error_frames for r in results),
         client_cpu=max((r.cpu_s / r.wall_s for r in results if r.wall_s > 0), default=0.0),
+        client_cpu_s=sum(r.cpu_s for r in results),
         server_cpu=server_cpu,
         processes=len(results),
     )
@@ -460,7 +467,9 @@ def run_scenario(
             process.start()
             child_end.close()
             workers.append((process, parent_end))
-        ready_by = time.monotonic() + 30.0 + connect_timeout_s + scenario.rooms * scenario.clients / 50
+        ready_by = (
+            time.monotonic() + 30.0 + connect_timeout_s + scenario.rooms * scenario.clients / 50
+        )
         connections = 0
         for _, conn in workers:
             _, connected = _receive(conn, ready_by, "ready")
@@ -480,17 +489,17 @@ def run_scenario(
             assert isinstance(result, WorkerResult)
             results.append(result)
         server_cpu = (cpu_probe() - cpu0) / (time.monotonic() - wall0) if cpu_probe else None
-        for process, _ in workers:
-            process.join(timeout=30)
+        for worker, _ in workers:
+            worker.join(timeout=30)
         return merge(scenario, results, connections, server_cpu)
     finally:
-        for process, conn in workers:
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        for worker, conn in workers:
+            if worker.is_alive():
+                worker.terminate()
+                worker.join(timeout=5)
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
             conn.close()
 
 
@@ -503,13 +512,15 @@ def format_result(result: ScenarioResult) -> str:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
 
+    per_delivery = 1e6 * result.client_cpu_s / max(1, result.received)
     return (
         f"{result.scenario.name}: {result.deliveries_per_s:,.0f} deliveries/s, "
         f"p50 {ms(result.p50_ms)} ms, p99 {ms(result.p99_ms)} ms, "
         f"{result.received}/{result.expected} delivered, lost {result.lost}, "
         f"dupes {result.dupes}, order errors {result.order_errors}, "
         f"connect failures {result.connect_failures}, closed early {result.closed_early}, "
-        f"client CPU {result.client_cpu:.0%} (busiest of {result.processes} processes)"
+        f"client CPU {result.client_cpu:.0%} (busiest of {result.processes} processes), "
+        f"{per_delivery:.1f} µs of client CPU per delivery"
     )
 
 

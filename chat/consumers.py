@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 CATCH_UP_PAGE = 500
 # Posts of one socket waiting to be stored, at most; beyond, its frames wait to be read.
 MAX_IN_FLIGHT = 100
+# Live messages held for a socket still reading its history, at most. Past this they are
+# dropped and read from the database again, so a slow catch-up in a busy room stays bounded.
+MAX_BACKLOG = 1000
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -51,6 +54,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # Until the history is sent, the hub's deliveries wait here.
     live: bool = False
     backlog: list[OutFrame]
+    backlog_overflowed: bool = False
     # The daphne connection itself, when there is one (see chat/transport.py).
     direct: DirectSocket | None = None
     # Posts handed to the writer and not yet stored; past MAX_IN_FLIGHT the socket waits.
@@ -73,9 +77,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Join the room, accept, send the history or the missed messages, then go live."""
         self.room_name = self.scope["url_route"]["kwargs"]["room_name"]
         self.server_send = self.scope.get(SCOPE_KEY, self.base_send)
+        query = self.scope.get("query_string", b"")
         resume_error = None
         try:
-            after = protocol.parse_resume(self.scope.get("query_string", b""))
+            after = protocol.parse_resume(query)
         except ProtocolError as error:
             after, resume_error = None, error
         room_last_seq = await self.enter_room()
@@ -97,48 +102,72 @@ class ChatConsumer(AsyncWebsocketConsumer):
         else:
             self.last_seq = after
             await self.catch_up()
-        await self.go_live()
+        await self.drain_backlog()
+        if protocol.wants_synced(query):
+            synced: protocol.SyncedFrame = {"type": "synced", "last_seq": self.last_seq}
+            await self.send(text_data=protocol.encode(synced))
+            await self.drain_backlog()
+        # No await since drain_backlog's last check: nothing can slip into the backlog unseen.
+        self.live = True
 
-    async def go_live(self) -> None:
-        """Send what the hub delivered during the catch-up, then take deliveries directly."""
-        while self.backlog:
+    async def drain_backlog(self) -> None:
+        """Send what the hub delivered while this socket was reading its history."""
+        while self.backlog or self.backlog_overflowed:
+            if self.backlog_overflowed:
+                self.backlog_overflowed = False
+                await self.catch_up()
+                continue
             backlog, self.backlog = self.backlog, []
             if backlog[0].seq > self.last_seq + 1:
                 await self.catch_up(to_seq=backlog[0].seq - 1)
             for frame in backlog:
                 await self.write(frame)
-        # No await since the loop's last check: nothing can slip into the backlog unseen.
-        self.live = True
 
     async def disconnect(self, code: int) -> None:
         """Leave the room."""
         if self.joined:
             hubs.get().leave(self, room_name=self.room_name)
 
-    def deliver(self, frame: OutFrame) -> Awaitable[None] | None:
-        """From the hub: the room's next message. Returns what to await, if anything."""
-        if not self.live:
-            self.backlog.append(frame)
-            return None
-        return self.write_frame(frame)
+    def deliver(self, frames: list[OutFrame], payload: bytes | None) -> Awaitable[None] | None:
+        """From the hub: the room's next messages (and their bytes joined, under daphne).
 
-    def write_frame(self, frame: OutFrame) -> Awaitable[None] | None:
-        """Write a message frame unless this socket already has it."""
-        if frame.seq <= self.last_seq:
+        Returns what to await, if anything: under daphne the frames are written at once.
+        """
+        if not self.live:
+            if len(self.backlog) + len(frames) <= MAX_BACKLOG:
+                self.backlog.extend(frames)
+            else:
+                self.backlog.clear()
+                self.backlog_overflowed = True
             return None
-        self.last_seq = frame.seq
+        if frames[0].seq != self.last_seq + 1:
+            # Not exactly the next ones (this socket's own catch-up ran ahead): keep the new.
+            frames = [frame for frame in frames if frame.seq > self.last_seq]
+            payload = None
+            if not frames:
+                return None
+        self.last_seq = frames[-1].seq
         if self.direct is not None:
-            self.direct.send(frame)
+            self.direct.send(frames, payload)
             return None
-        return self.server_send({"type": "websocket.send", "text": frame.text})
+        return self.send_texts(frames)
+
+    async def send_texts(self, frames: list[OutFrame]) -> None:
+        """Plain ASGI sends, under servers other than daphne (and in tests)."""
+        for frame in frames:
+            await self.server_send({"type": "websocket.send", "text": frame.text})
 
     async def write(self, frame: OutFrame) -> None:
-        """`write_frame` at the pace this socket reads (for its own catch-up, not the room's)."""
+        """Write a frame at the pace this socket reads (its own catch-up, not the room's)."""
+        if frame.seq <= self.last_seq:
+            return
         if self.direct is not None:
             await self.direct.drained()
-        pending = self.write_frame(frame)
-        if pending is not None:
-            await pending
+            self.last_seq = frame.seq
+            self.direct.send([frame])
+        else:
+            self.last_seq = frame.seq
+            await self.server_send({"type": "websocket.send", "text": frame.text})
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Handle one frame from the browser."""

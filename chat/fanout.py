@@ -29,7 +29,7 @@ from chat.db import db_sync_to_async
 from chat.models import Message
 from chat.rooms import group_name
 from chat.runtime import PerLoop
-from chat.transport import OutFrame
+from chat.transport import DirectSocket, OutFrame, joined_payload
 from chat.writer import BATCH_EVENT
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,10 @@ FILL_PAGE = 500
 class Member(Protocol):
     """A socket as the hub sees it (ChatConsumer)."""
 
-    def deliver(self, frame: OutFrame) -> Awaitable[None] | None:
-        """Take the room's next message; return what to await, or None if it is written."""
+    direct: DirectSocket | None
+
+    def deliver(self, frames: list[OutFrame], payload: bytes | None) -> Awaitable[None] | None:
+        """Take the room's next messages; return what to await, or None if they are written."""
 
 
 @dataclass(eq=False)
@@ -73,6 +75,7 @@ class Hub:
     # left and rejoined at once can never end unsubscribed while it believes it is subscribed.
     subscriptions: asyncio.Lock = field(default_factory=asyncio.Lock)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    starting: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def join(self, member: Member, *, room_name: str, room_id: int) -> LocalRoom:
         """Add a socket to a room, subscribing this process to the room's group if needed.
@@ -124,12 +127,15 @@ class Hub:
         return positions.get(room_id, 0)
 
     async def _start(self) -> None:
-        if self.channel is None:
-            self.channel = await self.layer.new_channel(prefix="chat-hub.")
-            self.tasks = [
-                asyncio.create_task(self._receive_loop(), name="chat-hub-receive"),
-                asyncio.create_task(self._reconcile_loop(), name="chat-hub-reconcile"),
-            ]
+        # Rooms joined at the same moment all wait here for one channel: two would leave the
+        # rooms subscribed on the first unread forever (seen under load, fixed by this lock).
+        async with self.starting:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel(prefix="chat-hub.")
+                self.tasks = [
+                    asyncio.create_task(self._receive_loop(), name="chat-hub-receive"),
+                    asyncio.create_task(self._reconcile_loop(), name="chat-hub-reconcile"),
+                ]
 
     async def _receive_loop(self) -> None:
         assert self.channel is not None
@@ -151,14 +157,17 @@ class Hub:
             messages: list[list[Any]] = event["messages"]
             if messages and messages[0][0] > room.last_seq + 1:
                 await self._fill(room, to_seq=messages[0][0] - 1)
-            for seq, text in messages:
-                if seq == room.last_seq + 1:
-                    await self._deliver(room, OutFrame(seq, text))
+            fresh = [OutFrame(seq, text) for seq, text in messages if seq > room.last_seq]
+            if fresh and fresh[0].seq == room.last_seq + 1:
+                await self._deliver(room, fresh)
 
-    async def _deliver(self, room: LocalRoom, frame: OutFrame) -> None:
-        room.last_seq = frame.seq
+    async def _deliver(self, room: LocalRoom, frames: list[OutFrame]) -> None:
+        """Hand consecutive frames, following room.last_seq, to every member of the room."""
+        room.last_seq = frames[-1].seq
+        # Joined once for all: a member that is exactly at the room's position writes these.
+        payload = joined_payload(frames) if any(m.direct for m in room.members) else None
         for member in tuple(room.members):
-            pending = member.deliver(frame)
+            pending = member.deliver(frames, payload)
             if pending is not None:
                 await pending
 
@@ -169,10 +178,13 @@ class Hub:
             page: list[Message] = await db_sync_to_async(selectors.messages_after)(
                 room_id=room.room_id, after=room.last_seq, limit=limit
             )
-            for message in page:
-                if message.seq == room.last_seq + 1:
-                    text = protocol.encode(protocol.message_frame(message))
-                    await self._deliver(room, OutFrame(message.seq, text))
+            frames = [
+                OutFrame(message.seq, protocol.encode(protocol.message_frame(message)))
+                for message in page
+                if message.seq > room.last_seq
+            ]
+            if frames and frames[0].seq == room.last_seq + 1:
+                await self._deliver(room, frames)
             if len(page) < limit:
                 return
 

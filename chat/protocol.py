@@ -134,6 +134,12 @@ def _parse_history(data: dict[str, Any]) -> HistoryRequest:
     return HistoryRequest(before=before, after=after, limit=min(limit, HISTORY_MAX))
 
 
+def wants_synced(query_string: bytes) -> bool:
+    """True if the handshake asked for a `synced` frame (`?sync=1`, or any `?after=`)."""
+    params = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
+    return "after" in params or params.get("sync", [""])[-1] == "1"
+
+
 def parse_resume(query_string: bytes) -> int | None:
     """The `after` sequence number of a handshake's query string (`?after=N`), if any."""
     params = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
@@ -198,6 +204,13 @@ class HistoryFrame(TypedDict):
     messages: list[MessageFrame]
 
 
+class SyncedFrame(TypedDict):
+    """After the history or catch-up: the socket now holds everything up to `last_seq`."""
+
+    type: Literal["synced"]
+    last_seq: int
+
+
 class ErrorFrame(TypedDict):
     """An answer to a frame that was refused; only its sender gets it."""
 
@@ -208,7 +221,7 @@ class ErrorFrame(TypedDict):
     client_id: NotRequired[str]
 
 
-ServerFrame = MessageFrame | AckFrame | HistoryFrame | ErrorFrame
+ServerFrame = MessageFrame | AckFrame | HistoryFrame | SyncedFrame | ErrorFrame
 
 
 def encode(frame: ServerFrame) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from itertools import groupby
 from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
@@ -50,52 +49,53 @@ def messages_create(posts: list[NewPost]) -> list[tuple[Message, bool]]:
     that appears twice in `posts`) is a resend: the stored message is returned, nothing written.
     Storing many posts at once is the group commit that keeps the database off the hot path.
     """
-    results: dict[int, tuple[Message, bool]] = {}
-    order = sorted(range(len(posts)), key=lambda index: posts[index].room_id)
+    room_ids = sorted({post.room_id for post in posts})
+    client_ids = {post.client_id for post in posts if post.client_id is not None}
+    now = timezone.now()
+    results: list[tuple[Message, bool]] = []
+    new: list[Message] = []
     with transaction.atomic():
-        # Rooms are locked in id order, so two writers never wait on each other in a cycle.
-        for room_id, indexes in groupby(order, key=lambda index: posts[index].room_id):
-            batch = [(index, posts[index]) for index in indexes]
-            room = Room.objects.select_for_update().only("id", "last_seq").get(pk=room_id)
-            client_ids = [post.client_id for _, post in batch if post.client_id is not None]
-            known = (
-                {
-                    m.client_id: m
-                    for m in Message.objects.filter(room_id=room_id, client_id__in=client_ids)
-                }
-                if client_ids
-                else {}
+        # One query locks every room of the batch, in id order, so that two writers never wait
+        # on each other in a cycle; a few queries per batch, whatever the number of rooms.
+        rooms = {
+            room.pk: room
+            for room in Room.objects.select_for_update()
+            .filter(pk__in=room_ids)
+            .order_by("pk")
+            .only("id", "last_seq")
+        }
+        known: dict[tuple[int, str | None], Message] = {}
+        if client_ids:
+            stored = Message.objects.filter(room_id__in=room_ids, client_id__in=client_ids)
+            known = {(m.room_id, m.client_id): m for m in stored}
+        for post in posts:
+            key = (post.room_id, post.client_id)
+            if post.client_id is not None and key in known:
+                results.append((known[key], False))
+                continue
+            room = rooms[post.room_id]
+            room.last_seq += 1
+            author = (
+                post.author if post.author is not None and post.author.is_authenticated else None
             )
-            new: list[Message] = []
-            now = timezone.now()
-            for index, post in batch:
-                stored = known.get(post.client_id) if post.client_id is not None else None
-                if stored is not None:
-                    results[index] = (stored, False)
-                    continue
-                room.last_seq += 1
-                author = (
-                    post.author
-                    if post.author is not None and post.author.is_authenticated
-                    else None
-                )
-                message = Message(
-                    room_id=room_id,
-                    seq=room.last_seq,
-                    author=author,
-                    author_name=post.author_name,
-                    body=post.body,
-                    created_at=now,
-                    client_id=post.client_id,
-                )
-                new.append(message)
-                if post.client_id is not None:
-                    known[post.client_id] = message
-                results[index] = (message, True)
-            if new:
-                _insert_messages(new)
-                Room.objects.filter(pk=room_id).update(last_seq=room.last_seq)
-    return [results[index] for index in range(len(posts))]
+            message = Message(
+                room_id=post.room_id,
+                seq=room.last_seq,
+                author=author,
+                author_name=post.author_name,
+                body=post.body,
+                created_at=now,
+                client_id=post.client_id,
+            )
+            new.append(message)
+            if post.client_id is not None:
+                known[key] = message
+            results.append((message, True))
+        if new:
+            _insert_messages(new)
+            changed = {message.room_id for message in new}
+            Room.objects.bulk_update([rooms[room_id] for room_id in changed], ["last_seq"])
+    return results
 
 
 _INSERT_COLUMNS = ("room_id", "seq", "author_id", "author_name", "body", "created_at", "client_id")
@@ -111,16 +111,12 @@ def _insert_messages(messages: list[Message]) -> None:
     table = connection.ops.quote_name(Message._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(column) for column in _INSERT_COLUMNS)
     placeholders = ", ".join(["%s"] * len(_INSERT_COLUMNS))
+    # Every row of a batch has the same created_at: adapt it for the database once.
+    created = {
+        m.created_at: connection.ops.adapt_datetimefield_value(m.created_at) for m in messages
+    }
     rows = [
-        (
-            m.room_id,
-            m.seq,
-            m.author_id,
-            m.author_name,
-            m.body,
-            connection.ops.adapt_datetimefield_value(m.created_at),
-            m.client_id,
-        )
+        (m.room_id, m.seq, m.author_id, m.author_name, m.body, created[m.created_at], m.client_id)
         for m in messages
     ]
     with connection.cursor() as cursor:

@@ -5,9 +5,10 @@ that, so they go through the server's own `send`, which `ServerSendMiddleware` (
 mysite/asgi.py) puts in the scope. Under daphne that `send` also leads to the connection's
 autobahn protocol, which gives two things ASGI does not:
 
-- `sendPreparedMessage`: autobahn's broadcast API. A message is framed once (`OutFrame.prepared`)
-  and the same bytes are written to every socket, where ASGI would frame it, and encode it to
-  UTF-8, once per socket. In a room of 100 that is most of the cost of a delivery.
+- autobahn's prepared messages (its broadcast API): a message is framed once
+  (`OutFrame.prepared`) and the same bytes go to every socket, where ASGI would frame it, and
+  encode it to UTF-8, once per socket; and the frames of a batch go to a socket in one write.
+  In a room of 100 that was most of the cost of a delivery (docs/benchmarks.md).
 - the Twisted transport's write buffer, which tells how far behind a socket's reader is, so
   one that stops reading is dropped before its backlog grows without bound.
 
@@ -70,6 +71,11 @@ class OutFrame:
         return self._prepared
 
 
+def joined_payload(frames: list[OutFrame]) -> bytes:
+    """The WebSocket bytes of consecutive frames, as one write."""
+    return b"".join(frame.prepared.payloadHybi for frame in frames)
+
+
 class DirectSocket:
     """A daphne WebSocket connection, reached past ASGI for prepared sends and flow control."""
 
@@ -80,8 +86,11 @@ class DirectSocket:
         self.transport = protocol.transport
         self.limit = limit
 
-    def send(self, frame: OutFrame) -> None:
-        """Write a frame unless the socket is closing; drop a reader that is too far behind."""
+    def send(self, frames: list[OutFrame], payload: bytes | None = None) -> None:
+        """Write frames (`payload`: their bytes joined, if the caller has them) in one write.
+
+        A socket that is closing gets nothing; one whose reader is too far behind is dropped.
+        """
         protocol = self.protocol
         if protocol.state != protocol.STATE_OPEN:
             return
@@ -89,7 +98,13 @@ class DirectSocket:
             # A close frame would only queue behind the backlog: abort the connection.
             self.transport.abortConnection()
             return
-        protocol.sendPreparedMessage(frame.prepared)
+        if protocol._perMessageCompress is not None:
+            # Compressed per socket (daphne does not offer it, but a subclass might).
+            for frame in frames:
+                protocol.sendPreparedMessage(frame.prepared)
+            return
+        # Several frames in one TCP write: one trip through Twisted per socket per batch.
+        protocol.sendData(payload if payload is not None else joined_payload(frames))
 
     async def drained(self) -> None:
         """Wait until the buffer is below CATCH_UP_LOW_WATER; abort the socket if it never is."""

@@ -48,13 +48,23 @@ class _Queued:
     poster: Poster
 
 
+# Stored messages on their way to the channel layer: room (name, id) → [[seq, frame], ...].
+Fresh = dict[tuple[str, int], list[list[int | str]]]
+
+
 @dataclass
 class PostWriter:
-    """Stores queued posts in batches and publishes each batch to its rooms' groups."""
+    """Stores queued posts in batches and publishes each batch to its rooms' groups.
+
+    Storing and publishing are two tasks joined by a queue, so batch k+1 is being written while
+    batch k is being published; batches waiting to be published are merged, one event per room.
+    """
 
     queue: list[_Queued] = field(default_factory=list)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    outbox: asyncio.Queue[Fresh] = field(default_factory=asyncio.Queue)
+    publisher: asyncio.Task[None] | None = None
 
     def submit(self, room_name: str, post: services.NewPost, poster: Poster) -> None:
         """Queue a post for the next batch; `poster` hears the outcome, before the broadcast.
@@ -67,6 +77,7 @@ class PostWriter:
         self.wakeup.set()
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._run(), name="chat-post-writer")
+            self.publisher = asyncio.create_task(self._run_publisher(), name="chat-publisher")
 
     async def _run(self) -> None:
         while True:
@@ -86,16 +97,24 @@ class PostWriter:
             for queued in batch:
                 await queued.poster.store_failed(client_id=queued.post.client_id)
             return
-        fresh: dict[tuple[str, int], list[list[int | str]]] = defaultdict(list)
+        fresh: Fresh = defaultdict(list)
         for queued, (message, created) in zip(batch, results, strict=True):
             await queued.poster.stored(message, client_id=queued.post.client_id)
             if created:
                 frame = protocol.encode(protocol.message_frame(message))
                 fresh[queued.room_name, queued.post.room_id].append([message.seq, frame])
         if fresh:
+            self.outbox.put_nowait(fresh)
+
+    async def _run_publisher(self) -> None:
+        while True:
+            fresh = await self.outbox.get()
+            while not self.outbox.empty():
+                for room, items in self.outbox.get_nowait().items():
+                    fresh.setdefault(room, []).extend(items)
             await self._publish(fresh)
 
-    async def _publish(self, fresh: dict[tuple[str, int], list[list[int | str]]]) -> None:
+    async def _publish(self, fresh: Fresh) -> None:
         layer = get_channel_layer()
         sends = [
             layer.group_send(
@@ -111,10 +130,11 @@ class PostWriter:
                 logger.warning("publishing to room %s failed: %r", room, outcome)
 
     async def close(self) -> None:
-        """Stop the writer task; posts still queued are dropped (their senders resend them)."""
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        """Stop the tasks; posts still queued are dropped (their senders resend them)."""
+        tasks = [task for task in (self.task, self.publisher) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self.queue.clear()
 
 

@@ -29,6 +29,8 @@ class ResumingClient:
     order: list[int] = field(default_factory=list)  # seqs in the order they arrived
     pending: dict[str, str] = field(default_factory=dict)
     connections: int = 0
+    # The room's position this client is known to hold everything up to (from `synced`).
+    synced_to: int | None = None
     socket: Any = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -43,7 +45,9 @@ class ResumingClient:
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set, reconnecting and resuming after any failure."""
         while not stop.is_set():
-            query = f"?after={self.last_seq}" if self.messages else ""
+            position = max(self.last_seq, self.synced_to or 0)
+            synced = self.synced_to is not None or self.messages
+            query = f"?after={position}" if synced else "?sync=1"
             try:
                 async with websockets.connect(
                     f"{self.ws_url}/ws/chat/{self.room}/{query}",
@@ -91,6 +95,8 @@ class ResumingClient:
                 self._accept(message)
         elif frame["type"] == "ack":
             self.pending.pop(frame["client_id"], None)
+        elif frame["type"] == "synced":
+            self.synced_to = max(self.synced_to or 0, frame["last_seq"])
         self.changed.set()
 
     def _accept(self, message: dict[str, Any]) -> None:

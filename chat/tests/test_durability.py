@@ -218,3 +218,24 @@ async def test_author_is_assigned_by_the_server(layer: str) -> None:
     await communicator.disconnect()
     message = await database_sync_to_async(Message.objects.get)(room__name="lobby")
     assert (message.author_id, message.author_name) == (user.pk, "ada")
+
+
+async def test_synced_marks_the_end_of_the_history_when_asked_for(connect: Connect) -> None:
+    quiet = await connect("quiet-room", query="sync=1")
+    assert await receive(quiet) == {"type": "synced", "last_seq": 0}
+
+    await store("busy", 60)
+    fresh = await connect("busy", query="sync=1")
+    assert await seqs_until(fresh, 60) == list(range(11, 61))
+    assert await receive(fresh) == {"type": "synced", "last_seq": 60}
+
+    resumed = await connect("busy", query="after=58")
+    assert await seqs_until(resumed, 60) == [59, 60]
+    assert await receive(resumed) == {"type": "synced", "last_seq": 60}
+
+
+async def test_tutorial_clients_are_not_sent_synced(connect: Connect) -> None:
+    await store("busy", 2)
+    plain = await connect("busy")
+    assert await seqs_until(plain, 2) == [1, 2]
+    assert await plain.receive_nothing(timeout=0.2)

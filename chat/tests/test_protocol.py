@@ -105,3 +105,11 @@ def test_bad_resume_position(query: bytes) -> None:
 )
 def test_frame_size_is_measured_in_utf8_bytes(text: str, too_big: bool) -> None:
     assert protocol.frame_too_big(text) is too_big
+
+
+@pytest.mark.parametrize(
+    ("query", "wanted"),
+    [(b"", False), (b"sync=1", True), (b"sync=0", False), (b"after=0", True), (b"x=1", False)],
+)
+def test_synced_is_sent_when_asked_for(query: bytes, wanted: bool) -> None:
+    assert protocol.wants_synced(query) is wanted

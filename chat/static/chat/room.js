@@ -9,6 +9,7 @@ const submit = document.querySelector("#chat-message-submit");
 const composer = document.querySelector("#composer");
 const status = document.querySelector("#connection-status");
 const older = document.querySelector("#load-older");
+const empty = document.querySelector("#empty-room");
 
 const STATE_LABELS = {
   connecting: "Connecting…",
@@ -56,6 +57,7 @@ function showMessage(message) {
     }
   }
   stickToBottom(() => log.insertBefore(row, before));
+  empty.hidden = true;
   document.body.dataset.lastSeq = String(chat.newestSeq);
   older.hidden = !chat.hasOlder;
 }
@@ -78,6 +80,12 @@ function showError(error) {
   stickToBottom(() => log.append(row));
 }
 
+function showSynced() {
+  // The history is in: say so when the room has none, rather than leave a blank log.
+  empty.hidden = log.querySelector(".msg[data-seq]") !== null;
+  document.body.dataset.synced = "true";
+}
+
 function showState(state) {
   document.body.dataset.wsState = state;
   status.textContent = STATE_LABELS[state] ?? state;
@@ -90,6 +98,7 @@ const chat = new ChatConnection(`${scheme}://${window.location.host}/ws/chat/${r
   onPending: showPending,
   onState: showState,
   onError: showError,
+  onSynced: showSynced,
 });
 
 function sendTyped() {

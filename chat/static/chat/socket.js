@@ -24,23 +24,28 @@ export class ChatConnection {
    * @param {(pending: {clientId: string, text: string}[]) => void} handlers.onPending
    * @param {(state: string, detail: object) => void} handlers.onState
    * @param {(error: object) => void} handlers.onError
+   * @param {(lastSeq: number) => void} handlers.onSynced  the history (or catch-up) is complete
    */
-  constructor(baseUrl, { onMessage, onPending, onState, onError }) {
+  constructor(baseUrl, { onMessage, onPending, onState, onError, onSynced }) {
     this.baseUrl = baseUrl;
-    this.handlers = { onMessage, onPending, onState, onError };
+    this.handlers = { onMessage, onPending, onState, onError, onSynced };
     this.socket = null;
     this.attempt = 0;
     this.seqs = new Set();
     this.oldestSeq = 0;
     this.newestSeq = 0;
     this.pending = new Map(); // client id → text, in posting order
+    this.syncedTo = null; // the room position held in full, from the server's `synced` frame
   }
 
   /** Open the connection, and reopen it whenever it drops. */
   start() {
     this.setState("connecting");
-    // Resume after the newest message held; with none, the server sends the latest page.
-    const url = this.newestSeq ? `${this.baseUrl}?after=${this.newestSeq}` : this.baseUrl;
+    // Resume after the newest message held (or the position synced to, in a quiet room);
+    // the first time, the server sends the latest page and says where that leaves us.
+    const position = Math.max(this.newestSeq, this.syncedTo ?? 0);
+    const known = this.syncedTo !== null || this.newestSeq > 0;
+    const url = known ? `${this.baseUrl}?after=${position}` : `${this.baseUrl}?sync=1`;
     const socket = new WebSocket(url);
     this.socket = socket;
     socket.addEventListener("open", () => {
@@ -102,6 +107,10 @@ export class ChatConnection {
       case "ack":
         this.settle(frame.client_id);
         break;
+      case "synced":
+        this.syncedTo = Math.max(this.syncedTo ?? 0, frame.last_seq);
+        this.handlers.onSynced(this.syncedTo);
+        break;
       case "error":
         this.handlers.onError(frame);
         break;
@@ -115,10 +124,11 @@ export class ChatConnection {
     if (!Number.isInteger(seq) || this.seqs.has(seq)) {
       return;
     }
-    if (this.newestSeq && seq > this.newestSeq + 1) {
+    const held = Math.max(this.newestSeq, this.syncedTo ?? 0);
+    if (held && seq > held + 1) {
       // A jump: fetch what lies between (the server fills gaps too; this is the backstop).
-      const missing = Math.min(seq - this.newestSeq - 1, 100);
-      this.transmit({ type: "history", after: this.newestSeq, limit: missing });
+      const missing = Math.min(seq - held - 1, 100);
+      this.transmit({ type: "history", after: held, limit: missing });
     }
     this.seqs.add(seq);
     this.newestSeq = Math.max(this.newestSeq, seq);
