@@ -123,8 +123,10 @@ async def test_resume_sends_everything_after_the_position_then_live(connect: Con
     await store("busy", 1200)
     dave = await connect("busy", query="after=3")
     assert await seqs_until(dave, 1200) == list(range(4, 1201))
+    assert await receive(dave) == {"type": "synced", "last_seq": 1200}
 
     alice = await connect("busy", query="after=1200")
+    assert await receive(alice) == {"type": "synced", "last_seq": 1200}
     await alice.send_json_to({"message": "live"})
     assert (await receive(alice))["seq"] == 1201
     assert (await receive(dave))["seq"] == 1201
