@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast check format bench bench-full clean
+.PHONY: install run test test-fast check format bench bench-quick bench-full clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +34,15 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: $(STAMP)  ## The benchmark: project vs tutorial vs bare-ASGI ceiling
+bench: $(STAMP)  ## Every scenario: project vs tutorial vs bare-ASGI ceiling, targets checked
 	scripts/system-deps
 	$(PY) bench/run.py
 
-bench-full: $(STAMP)  ## Every benchmark scenario (slow)
+bench-quick: $(STAMP)  ## The two blasts on the project and the ceiling
+	scripts/system-deps
+	$(PY) bench/run.py --quick
+
+bench-full: $(STAMP)  ## Also the tutorial on RedisChannelLayer (which loses messages)
 	scripts/system-deps
 	$(PY) bench/run.py --full
 
