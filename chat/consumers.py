@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chat import protocol, selectors, services
@@ -21,7 +22,7 @@ from chat.db import db_sync_to_async
 from chat.fanout import hubs
 from chat.models import Message
 from chat.protocol import ErrorCode, ProtocolError
-from chat.transport import SCOPE_KEY, DirectSocket, OutFrame, direct_socket
+from chat.transport import SCOPE_KEY, DirectSocket, OutFrame, Receive, Scope, Send, direct_socket
 from chat.writer import writers
 
 if TYPE_CHECKING:
@@ -61,6 +62,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
     in_flight: int = 0
     writable: asyncio.Event | None = None
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One socket's life: dispatch each event the server sends, in turn.
+
+        Channels' `AsyncConsumer.__call__` waits on the server and on a channel-layer channel
+        at once (`await_many_dispatch`: a task, and an `asyncio.wait`, per event). This consumer
+        has no channel (the hub receives for it), so it reads the server's events directly,
+        which also keeps an idle socket to one coroutine.
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Route an event to its handler without Channels' per-event thread hop.
 
@@ -86,19 +104,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         room_last_seq = await self.enter_room()
         self.backlog = []
         # Join before reading the database: a message stored meanwhile is then in the read or
-        # in the backlog (or both, and sent once).
-        await hubs.get().join(self, room_name=self.room_name, room_id=self.room_id)
+        # in the backlog (or both, and sent once). From `joined_at` on, the hub hands this
+        # socket every message, so the history is what came up to there.
+        local = await hubs.get().join(self, room_name=self.room_name, room_id=self.room_id)
+        joined_at = local.last_seq
         self.joined = True
         await self.accept()
         self.direct = direct_socket(self.server_send)
         if resume_error is not None:
             await self.send_error(resume_error)
         if after is None or after > room_last_seq:
-            # A new client, or one whose position this room never reached: start afresh.
-            latest = await db_sync_to_async(selectors.messages_latest)(
-                room_id=self.room_id, limit=protocol.HISTORY_ON_JOIN
+            # A new client, or one whose position this room never reached: the latest page
+            # up to where the live stream starts. Not the latest page now: posts that arrived
+            # since the join (already in the backlog) would push older ones out of it, unseen.
+            history = await db_sync_to_async(selectors.messages_before)(
+                room_id=self.room_id, before=joined_at + 1, limit=protocol.HISTORY_ON_JOIN
             )
-            await self.send_stored(latest)
+            await self.send_stored(history)
         else:
             self.last_seq = after
             await self.catch_up()

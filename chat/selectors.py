@@ -5,12 +5,6 @@ from __future__ import annotations
 from chat.models import Message, Room
 
 
-def messages_latest(*, room_id: int, limit: int) -> list[Message]:
-    """The room's latest `limit` messages."""
-    newest_first = Message.objects.filter(room_id=room_id).order_by("-seq")[:limit]
-    return list(reversed(newest_first))
-
-
 def messages_before(*, room_id: int, before: int, limit: int) -> list[Message]:
     """Up to `limit` messages just before sequence number `before`."""
     newest_first = Message.objects.filter(room_id=room_id, seq__lt=before).order_by("-seq")[:limit]

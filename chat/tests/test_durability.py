@@ -12,7 +12,7 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 
-from chat import protocol, services
+from chat import protocol, selectors, services
 from chat.fanout import RECONCILE_INTERVAL
 from chat.models import Message, Room
 from chat.rooms import group_name
@@ -241,3 +241,29 @@ async def test_tutorial_clients_are_not_sent_synced(connect: Connect) -> None:
     plain = await connect("busy")
     assert await seqs_until(plain, 2) == [1, 2]
     assert await plain.receive_nothing(timeout=0.2)
+
+
+async def test_posts_arriving_while_a_client_joins_are_not_lost_to_its_history(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A burst lands between the join and the history read: the history must stop where the
+    # live stream started, or the newest page would hide the burst's first messages (this
+    # lost 50 messages to a client in a two-process benchmark).
+    real_before = selectors.messages_before
+
+    def burst_then_read(**kwargs: Any) -> list[Message]:
+        room_id = services.room_get_or_create(name="burst").pk
+        for n in range(60):
+            services.message_create(
+                room_id=room_id, author=None, author_name="x", body=f"b{n}", client_id=None
+            )
+        return real_before(**kwargs)
+
+    monkeypatch.setattr(selectors, "messages_before", burst_then_read)
+    late = await connect("burst")
+    # None of the burst was published: the hub's reconcile delivers it, all of it, in order.
+    seqs: list[int] = []
+    while len(seqs) < 60:
+        frame = await receive(late, wait=RECONCILE_INTERVAL + 3)
+        seqs.append(frame["seq"])
+    assert seqs == list(range(1, 61))
