@@ -58,6 +58,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     backlog_overflowed: bool = False
     # The daphne connection itself, when there is one (see chat/transport.py).
     direct: DirectSocket | None = None
+    resyncing: asyncio.Future[None] | None = None
     # Posts handed to the writer and not yet stored; past MAX_IN_FLIGHT the socket waits.
     in_flight: int = 0
     writable: asyncio.Event | None = None
@@ -145,6 +146,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             for frame in backlog:
                 await self.write(frame)
 
+    async def resync(self) -> None:
+        """Fill a gap from the database, then take live deliveries again."""
+        await self.drain_backlog()
+        self.live = True
+
     async def disconnect(self, code: int) -> None:
         """Leave the room."""
         if self.joined:
@@ -167,6 +173,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frames = [frame for frame in frames if frame.seq > self.last_seq]
             payload = None
             if not frames:
+                return None
+            if frames[0].seq > self.last_seq + 1:
+                # The hub hands out consecutive messages, so this should not happen; if it
+                # does, the database has what is missing: go back to catching up.
+                logger.warning("socket in room %s missed messages; catching up", self.room_name)
+                self.live = False
+                self.backlog.extend(frames)
+                # In a task of its own: the hub must not wait on one socket's database read.
+                self.resyncing = asyncio.ensure_future(self.resync())
                 return None
         self.last_seq = frames[-1].seq
         if self.direct is not None:
