@@ -34,12 +34,3 @@ class _KeepConnection(SyncToAsync[P, R]):
 def db_sync_to_async(func: Callable[P, R]) -> Callable[P, Any]:
     """`func` as a coroutine function, run in the thread-sensitive executor."""
     return _KeepConnection(func, thread_sensitive=True)
-
-
-def _close_all() -> None:
-    connections.close_all()
-
-
-async def close_connections() -> None:
-    """Close the connections of the database thread (tests, shutdown)."""
-    await _KeepConnection(_close_all, thread_sensitive=True)()

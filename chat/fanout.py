@@ -199,9 +199,13 @@ class Hub:
     async def reconcile(self) -> None:
         """Deliver whatever the database holds beyond what was delivered; drop idle rooms."""
         now = time.monotonic()
-        for room in [r for r in self.rooms.values() if r.empty_since is not None]:
-            if now - room.empty_since >= IDLE_ROOM_LINGER:  # type: ignore[operator]
-                await self._unsubscribe(room)
+        idle = [
+            room
+            for room in self.rooms.values()
+            if room.empty_since is not None and now - room.empty_since >= IDLE_ROOM_LINGER
+        ]
+        for room in idle:
+            await self._unsubscribe(room)
         live = [r for r in self.rooms.values() if r.ready is not None and r.ready.done()]
         if not live:
             return
