@@ -129,6 +129,12 @@ def channel_layers_config(redis_url: str | None) -> dict[str, Any]:
 
 CHANNEL_LAYERS = channel_layers_config(env_str("REDIS_URL"))
 
+# --- Rate limits and caps (chat/throttle.py; docs/security.md) -------------------------------
+# `CHAT_LIMITS=off` lifts every limit and cap (the benchmarks run that way). Counters live in
+# Redis when REDIS_URL is set, so they hold across processes; in the process otherwise.
+CHAT_LIMITS_ENABLED = env_bool("CHAT_LIMITS", default=True)
+CHAT_LIMITS_STORAGE = env_str("REDIS_URL") or "memory://"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
