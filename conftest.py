@@ -10,6 +10,7 @@ import pytest
 from channels.layers import get_channel_layer
 from django.test import override_settings
 
+from chat.db import readers
 from chat.fanout import hubs
 from chat.testing.redis_server import RedisUnavailable, shared_redis_url
 from chat.writer import writers
@@ -45,6 +46,8 @@ async def layer(request: pytest.FixtureRequest) -> AsyncIterator[str]:
             if service is not None:
                 await service.close()
         await get_channel_layer().flush()
+        # The reader threads' connections, so the test database can be flushed or dropped.
+        readers.close_connections()
 
 
 @pytest.fixture(autouse=True)

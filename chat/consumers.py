@@ -1,42 +1,70 @@
-"""The chat WebSocket consumer: parse a frame, call a service, answer the sender.
+"""The chat WebSocket consumer: one socket in one room, from handshake to close.
 
-Every socket is sent its room's stored messages in sequence order, each exactly once: first
-the history (or everything after `?after=N`) read from the database, then the live messages the
-process's hub (chat/fanout.py) hands it. While the history is being read the hub's messages are
-held back in `backlog`; afterwards those the history already covered are skipped.
+It parses each frame (chat/protocol.py), hands posts to the process's group-commit writer
+(chat/writer.py) and answers the sender. Every socket is sent its room's stored messages in
+sequence order, each exactly once: first the history (or everything after `?after=N`) read from
+the database, then the live messages the process's hub (chat/fanout.py) hands it. While the
+history is being read the hub's messages are held back in `backlog`; afterwards those the
+history already covered are skipped.
+
+Everything it sends goes through one `Socket` (chat/transport.py) under one slow-reader limit.
+Whatever a client sends, a failure in a handler closes only that socket (4011), and the socket
+always leaves its room.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chat import protocol, selectors, services
-from chat.db import db_sync_to_async
-from chat.fanout import hubs
-from chat.models import Message
+from chat.db import db_read
+from chat.fanout import LocalRoom, hubs
+from chat.people import Person, person_for_scope
 from chat.protocol import ErrorCode, ProtocolError
-from chat.transport import SCOPE_KEY, DirectSocket, OutFrame, Receive, Scope, Send, direct_socket
-from chat.writer import writers
-
-if TYPE_CHECKING:
-    from django.contrib.auth.models import User
+from chat.transport import (
+    SCOPE_KEY,
+    AsgiSocket,
+    DirectSocket,
+    OutFrame,
+    Receive,
+    Scope,
+    Send,
+    Socket,
+    direct_socket,
+)
+from chat.writer import Failed, Outcome, RoomGone, writers
 
 logger = logging.getLogger(__name__)
 
 # Catch-up after a reconnect is read in pages of this many messages.
-CATCH_UP_PAGE = 500
+CATCH_UP_PAGE = 200
+# A socket's catch-up is written in slices of about this many bytes; between slices it waits
+# for its reader and lets every other socket of the process have a turn.
+CATCH_UP_SLICE = 64 * 1024
 # Posts of one socket waiting to be stored, at most; beyond, its frames wait to be read.
 MAX_IN_FLIGHT = 100
 # Live messages held for a socket still reading its history, at most. Past this they are
 # dropped and read from the database again, so a slow catch-up in a busy room stays bounded.
 MAX_BACKLOG = 1000
+
+
+def _frames_after(room_id: int, after: int, limit: int) -> list[OutFrame]:
+    """Stored messages after `after`, encoded (on a reader thread, off the event loop)."""
+    page = selectors.messages_after(room_id=room_id, after=after, limit=limit)
+    return [OutFrame(m.seq, protocol.encode(protocol.message_frame(m))) for m in page]
+
+
+def _frames_before(room_id: int, before: int, limit: int) -> list[OutFrame]:
+    """Stored messages before `before`, encoded, oldest first."""
+    page = selectors.messages_before(room_id=room_id, before=before, limit=limit)
+    return [OutFrame(m.seq, protocol.encode(protocol.message_frame(m))) for m in page]
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -46,25 +74,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = None
 
     room_name: str
-    room_id: int
-    author: User | None
-    author_name: str
-    joined: bool = False
+    person: Person
+    # The room as this process's hub holds it (its id, once it has messages).
+    local: LocalRoom | None = None
     # The last sequence number this socket was sent.
     last_seq: int = 0
     # Until the history is sent, the hub's deliveries wait here.
     live: bool = False
     backlog: list[OutFrame]
     backlog_overflowed: bool = False
-    # The daphne connection itself, when there is one (see chat/transport.py).
+    # Where frames go; the daphne connection itself too, when there is one.
+    socket: Socket | None = None
     direct: DirectSocket | None = None
     resyncing: asyncio.Future[None] | None = None
     # Posts handed to the writer and not yet stored; past MAX_IN_FLIGHT the socket waits.
     in_flight: int = 0
     writable: asyncio.Event | None = None
+    # Set once the socket is being closed: its frames are no longer read.
+    close_sent: bool = False
+    closing: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """One socket's life: dispatch each event the server sends, in turn.
+        """One socket's life: dispatch each event the server sends, in turn; always clean up.
 
         Channels' `AsyncConsumer.__call__` waits on the server and on a channel-layer channel
         at once (`await_many_dispatch`: a task, and an `asyncio.wait`, per event). This consumer
@@ -74,18 +105,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
+        self.backlog = []
         try:
             while True:
                 await self.dispatch(await receive())
         except StopConsumer:
             pass
+        except Exception:
+            logger.exception("a socket in room %s failed", getattr(self, "room_name", "?"))
+            with contextlib.suppress(Exception):
+                await self.base_send(
+                    {"type": "websocket.close", "code": protocol.CLOSE_SERVER_ERROR}
+                )
+        finally:
+            self.leave()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Route an event to its handler without Channels' per-event thread hop.
 
         `AsyncConsumer.dispatch` runs `aclose_old_connections()` (a trip to the sync thread)
-        before every event. Handlers here touch the database only through
-        `chat.db.db_sync_to_async`, which manages the connection itself.
+        before every event. Handlers here touch the database only through `chat.db`, which
+        manages its connections itself.
         """
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
@@ -96,39 +136,44 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Join the room, accept, send the history or the missed messages, then go live."""
         self.room_name = self.scope["url_route"]["kwargs"]["room_name"]
         self.server_send = self.scope.get(SCOPE_KEY, self.base_send)
+        self.person = person_for_scope(self.scope)
         query = self.scope.get("query_string", b"")
         resume_error = None
         try:
             after = protocol.parse_resume(query)
         except ProtocolError as error:
             after, resume_error = None, error
-        room_last_seq = await self.enter_room()
-        self.backlog = []
         # Join before reading the database: a message stored meanwhile is then in the read or
         # in the backlog (or both, and sent once). From `joined_at` on, the hub hands this
         # socket every message, so the history is what came up to there.
-        local = await hubs.get().join(self, room_name=self.room_name, room_id=self.room_id)
+        self.local = local = await hubs.get().join(self, room_name=self.room_name)
         joined_at = local.last_seq
-        self.joined = True
         await self.accept()
         self.direct = direct_socket(self.server_send)
+        self.socket = self.direct or AsgiSocket(self.server_send)
         if resume_error is not None:
-            await self.send_error(resume_error)
-        if after is None or after > room_last_seq:
+            self.send_error(resume_error)
+        if after is not None and after > joined_at:
+            # Beyond what this process delivered: in the database, or never in this room?
+            positions = await db_read(selectors.rooms_positions)(names=[self.room_name])
+            if after > positions.get(self.room_name, (None, 0))[1]:
+                after = None
+        if after is None:
             # A new client, or one whose position this room never reached: the latest page
             # up to where the live stream starts. Not the latest page now: posts that arrived
             # since the join (already in the backlog) would push older ones out of it, unseen.
-            history = await db_sync_to_async(selectors.messages_before)(
-                room_id=self.room_id, before=joined_at + 1, limit=protocol.HISTORY_ON_JOIN
-            )
-            await self.send_stored(history)
+            if local.room_id is not None and joined_at > 0:
+                history = await db_read(_frames_before)(
+                    local.room_id, joined_at + 1, protocol.HISTORY_ON_JOIN
+                )
+                await self.send_stored(history)
         else:
             self.last_seq = after
             await self.catch_up()
         await self.drain_backlog()
         if protocol.wants_synced(query):
             synced: protocol.SyncedFrame = {"type": "synced", "last_seq": self.last_seq}
-            await self.send(text_data=protocol.encode(synced))
+            self.socket.send_text(protocol.encode(synced))
             await self.drain_backlog()
         # No await since drain_backlog's last check: nothing can slip into the backlog unseen.
         self.live = True
@@ -143,8 +188,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             backlog, self.backlog = self.backlog, []
             if backlog[0].seq > self.last_seq + 1:
                 await self.catch_up(to_seq=backlog[0].seq - 1)
-            for frame in backlog:
-                await self.write(frame)
+            await self.send_stored(backlog)
 
     async def resync(self) -> None:
         """Fill a gap from the database, then take live deliveries again."""
@@ -152,28 +196,36 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.live = True
 
     async def disconnect(self, code: int) -> None:
-        """Leave the room."""
-        if self.joined:
+        """Leave the room (`__call__` makes sure of it, whatever ended the socket)."""
+        self.leave()
+
+    def leave(self) -> None:
+        """Leave the hub's room and stop every task of this socket; safe to call twice."""
+        if self.local is not None:
             hubs.get().leave(self, room_name=self.room_name)
+            self.local = None
+        if self.resyncing is not None:
+            self.resyncing.cancel()
+        if self.socket is not None:
+            self.socket.close()
+        if self.writable is not None:
+            self.writable.set()
 
-    def deliver(self, frames: list[OutFrame], payload: bytes | None) -> Awaitable[None] | None:
-        """From the hub: the room's next messages (and their bytes joined, under daphne).
-
-        Returns what to await, if anything: under daphne the frames are written at once.
-        """
+    def deliver(self, frames: list[OutFrame], payload: bytes | None) -> None:
+        """From the hub: the room's next messages (and their bytes joined, under daphne)."""
         if not self.live:
             if len(self.backlog) + len(frames) <= MAX_BACKLOG:
                 self.backlog.extend(frames)
             else:
                 self.backlog.clear()
                 self.backlog_overflowed = True
-            return None
+            return
         if frames[0].seq != self.last_seq + 1:
             # Not exactly the next ones (this socket's own catch-up ran ahead): keep the new.
             frames = [frame for frame in frames if frame.seq > self.last_seq]
             payload = None
             if not frames:
-                return None
+                return
             if frames[0].seq > self.last_seq + 1:
                 # The hub hands out consecutive messages, so this should not happen; if it
                 # does, the database has what is missing: go back to catching up.
@@ -182,37 +234,60 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.backlog.extend(frames)
                 # In a task of its own: the hub must not wait on one socket's database read.
                 self.resyncing = asyncio.ensure_future(self.resync())
-                return None
+                return
         self.last_seq = frames[-1].seq
-        if self.direct is not None:
-            self.direct.send(frames, payload)
-            return None
-        return self.send_texts(frames)
+        assert self.socket is not None
+        self.socket.send(frames, payload)
 
-    async def send_texts(self, frames: list[OutFrame]) -> None:
-        """Plain ASGI sends, under servers other than daphne (and in tests)."""
-        for frame in frames:
-            await self.server_send({"type": "websocket.send", "text": frame.text})
+    def room_gone(self) -> None:
+        """From the hub: the room was deleted. Close, so the client starts afresh."""
+        self.leave()
+        self.close_soon(protocol.CLOSE_ROOM_GONE)
 
-    async def write(self, frame: OutFrame) -> None:
-        """Write a frame at the pace this socket reads (its own catch-up, not the room's)."""
-        if frame.seq <= self.last_seq:
-            return
-        if self.direct is not None:
-            await self.direct.drained()
-            self.last_seq = frame.seq
-            self.direct.send([frame])
-        else:
-            self.last_seq = frame.seq
-            await self.server_send({"type": "websocket.send", "text": frame.text})
+    def close_soon(self, code: int) -> None:
+        """Close the socket with `code`, from code that cannot wait."""
+        if not self.close_sent and self.closing is None:
+            self.closing = asyncio.ensure_future(self.close(code=code))
+
+    async def send_stored(self, frames: list[OutFrame]) -> None:
+        """Send stored messages this socket has not had yet, in order, at its reader's pace."""
+        assert self.socket is not None
+        start, size = 0, 0
+        for end, frame in enumerate(frames, 1):
+            size += len(frame.text)
+            if size >= CATCH_UP_SLICE or end == len(frames):
+                await self.socket.drained()
+                fresh = [f for f in frames[start:end] if f.seq > self.last_seq]
+                if fresh:
+                    self.last_seq = fresh[-1].seq
+                    self.socket.send(fresh)
+                start, size = end, 0
+                # One socket's catch-up must not hold the event loop for the others.
+                await asyncio.sleep(0)
+
+    async def catch_up(self, *, to_seq: int | None = None) -> None:
+        """Send the stored messages after `last_seq`, up to `to_seq` (or the latest)."""
+        while (to_seq is None or self.last_seq < to_seq) and self.room_id is not None:
+            limit = CATCH_UP_PAGE if to_seq is None else min(CATCH_UP_PAGE, to_seq - self.last_seq)
+            page = await db_read(_frames_after)(self.room_id, self.last_seq, limit)
+            await self.send_stored(page)
+            if len(page) < limit:
+                return
+
+    @property
+    def room_id(self) -> int | None:
+        """The room's id in the database; None until it has a message."""
+        return self.local.room_id if self.local is not None else None
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Handle one frame from the browser."""
+        if self.close_sent:
+            return
         if text_data is None:
             if bytes_data is not None and len(bytes_data) > protocol.MAX_FRAME_BYTES:
                 await self.close(code=protocol.CLOSE_TOO_BIG)
                 return
-            await self.send_error(
+            self.send_error(
                 ProtocolError(ErrorCode.BINARY_NOT_SUPPORTED, "Frames must be JSON text.")
             )
             return
@@ -222,12 +297,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             frame = protocol.parse_client_frame(text_data)
         except ProtocolError as error:
-            await self.send_error(error)
+            self.send_error(error)
             return
         if isinstance(frame, protocol.PostMessage):
             await self.post(frame)
         else:
             await self.history(frame)
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close the socket (once), and take no more frames from it."""
+        if not self.close_sent:
+            self.close_sent = True
+            await super().close(code=code, reason=reason)
 
     async def post(self, frame: protocol.PostMessage) -> None:
         """Queue the message for storing; the writer acknowledges it, then broadcasts it."""
@@ -235,90 +316,60 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Stop reading this socket until the writer catches up with it.
             self.writable = asyncio.Event()
             await self.writable.wait()
+            if self.local is None:
+                return  # closed meanwhile
         self.in_flight += 1
         post = services.NewPost(
+            room_name=self.room_name,
             room_id=self.room_id,
-            author=self.author,
-            author_name=self.author_name,
+            author=self.person.user,  # type: ignore[arg-type]
+            author_name=self.person.name,
             body=frame.message,
             client_id=frame.client_id,
         )
         writers.get().submit(self.room_name, post, self)
 
-    async def stored(self, message: Message, *, client_id: str | None) -> None:
-        """From the writer: a post of this socket is stored."""
-        self.post_settled()
-        if client_id is not None:
-            ack: protocol.AckFrame = {"type": "ack", "client_id": client_id, "seq": message.seq}
-            await self.send(text_data=protocol.encode(ack))
-
-    async def store_failed(self, *, client_id: str | None) -> None:
-        """From the writer: a post of this socket could not be stored."""
-        self.post_settled()
-        error = ProtocolError(ErrorCode.NOT_STORED, "The message was not stored; send it again.")
-        frame = protocol.error_frame(error)
-        if client_id is not None:
-            frame["client_id"] = client_id
-        await self.send(text_data=protocol.encode(frame))
-
-    def post_settled(self) -> None:
+    def post_settled(self, outcome: Outcome, *, client_id: str | None) -> None:
+        """From the writer: how storing a post of this socket went (before the broadcast)."""
         self.in_flight -= 1
         if self.writable is not None:
             self.writable.set()
             self.writable = None
+        if isinstance(outcome, services.Stored):
+            if client_id is not None and self.socket is not None:
+                seq = outcome.message.seq
+                ack: protocol.AckFrame = {"type": "ack", "client_id": client_id, "seq": seq}
+                self.socket.send_text(protocol.encode(ack))
+        elif isinstance(outcome, RoomGone):
+            self.room_gone()
+        elif isinstance(outcome, Failed):
+            if outcome.permanent:
+                error = ProtocolError(ErrorCode.REJECTED, "The message cannot be stored.")
+            else:
+                error = ProtocolError(
+                    ErrorCode.NOT_STORED, "The message was not stored; send it again."
+                )
+            self.send_error(error, client_id=client_id)
 
     async def history(self, request: protocol.HistoryRequest) -> None:
-        """Answer a history request with a page of stored messages."""
-        if request.before is not None:
-            page = await db_sync_to_async(selectors.messages_before)(
-                room_id=self.room_id, before=request.before, limit=request.limit
-            )
-        else:
-            assert request.after is not None
-            page = await db_sync_to_async(selectors.messages_after)(
-                room_id=self.room_id, after=request.after, limit=request.limit
-            )
-        reply: protocol.HistoryFrame = {
-            "type": "history",
-            "messages": [protocol.message_frame(message) for message in page],
-        }
-        await self.send(text_data=protocol.encode(reply))
+        """Answer a history request with a page of stored messages, cut to the frame limit."""
+        assert self.socket is not None
+        # A client that asks and never reads waits here, not in the server's memory.
+        await self.socket.drained()
+        frames: list[OutFrame] = []
+        if self.room_id is not None and request.before is not None:
+            frames = await db_read(_frames_before)(self.room_id, request.before, request.limit)
+        elif self.room_id is not None and request.after is not None:
+            frames = await db_read(_frames_after)(self.room_id, request.after, request.limit)
+        texts = [frame.text for frame in frames]
+        self.socket.send_text(
+            protocol.history_reply(texts, keep="newest" if request.before else "oldest")
+        )
 
-    async def catch_up(self, *, to_seq: int | None = None) -> None:
-        """Send the stored messages after `last_seq`, up to `to_seq` (or the latest)."""
-        while to_seq is None or self.last_seq < to_seq:
-            limit = CATCH_UP_PAGE if to_seq is None else min(CATCH_UP_PAGE, to_seq - self.last_seq)
-            page = await db_sync_to_async(selectors.messages_after)(
-                room_id=self.room_id, after=self.last_seq, limit=limit
-            )
-            await self.send_stored(page)
-            if len(page) < limit:
-                return
-
-    async def send_stored(self, messages: list[Message]) -> None:
-        """Send stored messages this socket has not had yet, in order."""
-        for message in messages:
-            await self.write(
-                OutFrame(message.seq, protocol.encode(protocol.message_frame(message)))
-            )
-
-    @db_sync_to_async
-    def enter_room(self) -> int:
-        """Find or create the room and name the author; return the room's last sequence."""
-        room = services.room_get_or_create(name=self.room_name)
-        self.room_id = room.pk
-        user = self.scope.get("user")
-        if user is not None and user.is_authenticated:
-            self.author, self.author_name = user, user.get_username()
-        else:
-            session = self.scope.get("session")
-            remembered = session.get(services.GUEST_NAME_SESSION_KEY) if session else None
-            self.author, self.author_name = None, remembered or services.guest_name()
-        return room.last_seq
-
-    async def send_error(self, error: ProtocolError) -> None:
+    def send_error(self, error: ProtocolError, *, client_id: str | None = None) -> None:
         """Tell this socket (and no one else) why its frame was refused."""
-        await self.send(text_data=protocol.encode(protocol.error_frame(error)))
+        if self.socket is not None:
+            self.socket.send_text(protocol.encode(protocol.error_frame(error, client_id=client_id)))
 
 
 class RefuseConsumer(AsyncWebsocketConsumer):

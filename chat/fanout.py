@@ -10,7 +10,13 @@ Ordering and completeness are the hub's job, per room: it remembers the last seq
 delivered; a batch that starts beyond the next one is preceded by the missing messages read from
 the database, and anything at or below it is a duplicate. A periodic reconcile compares every
 local room with the database, so a message whose publish was lost (Redis down, a process killed
-between commit and publish) still arrives, a little later.
+between commit and publish) still arrives, a little later. The reconcile reads only the
+database: it delivers first, and leaves idle rooms' groups in a task of its own, so a Redis
+that is down or frozen delays nothing it delivers. Every channel-layer call has a timeout.
+
+A room is known by name. Until its first message it has no row (and no id) in the database;
+the hub learns the id from the first batch or the reconcile. A room whose row disappears (it
+was deleted in the admin) closes its sockets, which reconnect to the room afresh.
 """
 
 from __future__ import annotations
@@ -18,15 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
 from chat import protocol, selectors
-from chat.db import db_sync_to_async
-from chat.models import Message
+from chat.db import db_read
 from chat.rooms import group_name
 from chat.runtime import PerLoop
 from chat.transport import DirectSocket, OutFrame, joined_payload
@@ -40,6 +44,12 @@ RECONCILE_INTERVAL = 2.0
 IDLE_ROOM_LINGER = 10.0
 # Messages read from the database per query when filling a gap.
 FILL_PAGE = 500
+# Channel-layer calls (subscribe, unsubscribe) give up after this long: Redis may be frozen.
+LAYER_TIMEOUT = 5.0
+
+
+async def _layer_call(call: Any) -> Any:
+    return await asyncio.wait_for(call, LAYER_TIMEOUT)
 
 
 class Member(Protocol):
@@ -47,8 +57,11 @@ class Member(Protocol):
 
     direct: DirectSocket | None
 
-    def deliver(self, frames: list[OutFrame], payload: bytes | None) -> Awaitable[None] | None:
-        """Take the room's next messages; return what to await, or None if they are written."""
+    def deliver(self, frames: list[OutFrame], payload: bytes | None) -> None:
+        """Take the room's next messages (`payload`: their bytes joined, under daphne)."""
+
+    def room_gone(self) -> None:
+        """The room was deleted: close the socket."""
 
 
 @dataclass(eq=False)
@@ -56,7 +69,8 @@ class LocalRoom:
     """A room as seen by this process: its sockets here, and the last message delivered to them."""
 
     name: str
-    room_id: int
+    # None while the room has no message (and so no row in the database).
+    room_id: int | None
     members: set[Member] = field(default_factory=set)
     last_seq: int = 0
     ready: asyncio.Future[None] | None = None
@@ -76,8 +90,9 @@ class Hub:
     subscriptions: asyncio.Lock = field(default_factory=asyncio.Lock)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     starting: asyncio.Lock = field(default_factory=asyncio.Lock)
+    unsubscribing: asyncio.Future[None] | None = None
 
-    async def join(self, member: Member, *, room_name: str, room_id: int) -> LocalRoom:
+    async def join(self, member: Member, *, room_name: str) -> LocalRoom:
         """Add a socket to a room, subscribing this process to the room's group if needed.
 
         Concurrent joins of a new room share one subscription; when this returns, the hub will
@@ -85,13 +100,8 @@ class Hub:
         """
         room = self.rooms.get(room_name)
         if room is None:
-            room = self.rooms[room_name] = LocalRoom(name=room_name, room_id=room_id)
+            room = self.rooms[room_name] = LocalRoom(name=room_name, room_id=None)
             room.ready = asyncio.ensure_future(self._subscribe(room))
-        elif room.room_id != room_id and room.ready is not None and room.ready.done():
-            # The room was deleted and created again under the same name: start it afresh.
-            async with room.lock:
-                room.room_id = room_id
-                room.last_seq = await self._stored_last_seq(room_id)
         room.members.add(member)
         room.empty_since = None
         assert room.ready is not None
@@ -99,9 +109,10 @@ class Hub:
             await asyncio.shield(room.ready)
         except BaseException:
             self.leave(member, room_name=room_name)
-            if room.ready.done() and room.ready.exception() is not None:
+            failed = room.ready.done() and room.ready.exception() is not None
+            if failed and self.rooms.get(room_name) is room:
                 # Let the next join try again rather than inherit a failed subscription.
-                self.rooms.pop(room_name, None)
+                del self.rooms[room_name]
             raise
         return room
 
@@ -117,14 +128,10 @@ class Hub:
         await self._start()
         assert self.channel is not None
         async with self.subscriptions:
-            await self.layer.group_add(group_name(room.name), self.channel)
+            await _layer_call(self.layer.group_add(group_name(room.name), self.channel))
         # Read the position only once subscribed: anything later arrives through the group.
-        room.last_seq = await self._stored_last_seq(room.room_id)
-
-    @staticmethod
-    async def _stored_last_seq(room_id: int) -> int:
-        positions = await db_sync_to_async(selectors.rooms_last_seq)(room_ids=[room_id])
-        return positions.get(room_id, 0)
+        positions = await db_read(selectors.rooms_positions)(names=[room.name])
+        room.room_id, room.last_seq = positions.get(room.name, (None, 0))
 
     async def _start(self) -> None:
         # Rooms joined at the same moment all wait here for one channel: two would leave the
@@ -151,8 +158,10 @@ class Hub:
         room = self.rooms.get(event["room"])
         if room is None or room.ready is None or not room.ready.done():
             return  # not (yet) subscribed here: a joining socket reads the database instead
+        if room.room_id is None and room.last_seq == 0:
+            room.room_id = event["room_id"]  # the room's first messages: now it has an id
         if event["room_id"] != room.room_id:
-            return  # a deleted room of the same name
+            return  # a deleted room of the same name: the reconcile sorts it out
         async with room.lock:
             messages: list[list[Any]] = event["messages"]
             if messages and messages[0][0] > room.last_seq + 1:
@@ -167,15 +176,17 @@ class Hub:
         # Joined once for all: a member that is exactly at the room's position writes these.
         payload = joined_payload(frames) if any(m.direct for m in room.members) else None
         for member in tuple(room.members):
-            pending = member.deliver(frames, payload)
-            if pending is not None:
-                await pending
+            try:
+                member.deliver(frames, payload)
+            except Exception:
+                # That socket's problem alone; the rest of the room still gets the messages.
+                logger.exception("delivering to a socket in room %s failed", room.name)
 
     async def _fill(self, room: LocalRoom, *, to_seq: int) -> None:
         """Deliver stored messages after room.last_seq up to `to_seq`, from the database."""
-        while room.last_seq < to_seq:
+        while room.last_seq < to_seq and room.room_id is not None:
             limit = min(FILL_PAGE, to_seq - room.last_seq)
-            page: list[Message] = await db_sync_to_async(selectors.messages_after)(
+            page = await db_read(selectors.messages_after)(
                 room_id=room.room_id, after=room.last_seq, limit=limit
             )
             frames = [
@@ -198,25 +209,48 @@ class Hub:
 
     async def reconcile(self) -> None:
         """Deliver whatever the database holds beyond what was delivered; drop idle rooms."""
+        live = [r for r in self.rooms.values() if r.ready is not None and r.ready.done()]
+        if live:
+            positions = await db_read(selectors.rooms_positions)(names=[r.name for r in live])
+            for room in live:
+                async with room.lock:
+                    await self._reconcile_room(room, positions.get(room.name))
         now = time.monotonic()
         idle = [
             room
             for room in self.rooms.values()
             if room.empty_since is not None and now - room.empty_since >= IDLE_ROOM_LINGER
         ]
-        for room in idle:
-            await self._unsubscribe(room)
-        live = [r for r in self.rooms.values() if r.ready is not None and r.ready.done()]
-        if not live:
+        if idle and (self.unsubscribing is None or self.unsubscribing.done()):
+            # Apart from delivery: leaving groups waits on Redis, which may be down.
+            self.unsubscribing = asyncio.ensure_future(self._unsubscribe_all(idle))
+
+    async def _reconcile_room(self, room: LocalRoom, stored: tuple[int, int] | None) -> None:
+        room_id, last_seq = stored if stored is not None else (None, 0)
+        if room.room_id is not None and room_id != room.room_id:
+            # The room was deleted (and maybe created again): its sockets hold positions in a
+            # history that is gone. They reconnect and start afresh.
+            logger.info(
+                "room %s was deleted; closing its %d socket(s)", room.name, len(room.members)
+            )
+            for member in tuple(room.members):
+                try:
+                    member.room_gone()
+                except Exception:
+                    logger.exception("closing a socket of deleted room %s failed", room.name)
+            room.room_id, room.last_seq = room_id, last_seq
             return
-        positions = await db_sync_to_async(selectors.rooms_last_seq)(
-            room_ids=[room.room_id for room in live]
-        )
-        for room in live:
-            stored = positions.get(room.room_id, 0)
-            if stored > room.last_seq:
-                async with room.lock:
-                    await self._fill(room, to_seq=stored)
+        if room.room_id is None:
+            room.room_id = room_id  # created by a post whose publish never arrived here
+        if last_seq > room.last_seq:
+            await self._fill(room, to_seq=last_seq)
+
+    async def _unsubscribe_all(self, rooms: list[LocalRoom]) -> None:
+        for room in rooms:
+            try:
+                await self._unsubscribe(room)
+            except Exception as error:
+                logger.warning("leaving the group of room %s failed: %r", room.name, error)
 
     async def _unsubscribe(self, room: LocalRoom) -> None:
         async with self.subscriptions:
@@ -224,17 +258,21 @@ class Hub:
                 return
             del self.rooms[room.name]
             assert self.channel is not None
-            await self.layer.group_discard(group_name(room.name), self.channel)
+            await _layer_call(self.layer.group_discard(group_name(room.name), self.channel))
 
     async def close(self) -> None:
         """Stop receiving and leave every group (for tests and orderly shutdown)."""
-        for task in self.tasks:
+        tasks = [*self.tasks, *([self.unsubscribing] if self.unsubscribing else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self.tasks = []
         if self.channel is not None:
             for name in list(self.rooms):
-                await self.layer.group_discard(group_name(name), self.channel)
+                try:
+                    await _layer_call(self.layer.group_discard(group_name(name), self.channel))
+                except Exception as error:
+                    logger.warning("leaving the group of room %s failed: %r", name, error)
         self.rooms.clear()
 
 

@@ -23,7 +23,12 @@ MAX_CLIENT_ID_CHARS = 64
 HISTORY_ON_JOIN = 50
 HISTORY_MAX = 100
 
-CLOSE_TOO_BIG = 1009
+# Close codes (docs/protocol.md). autobahn, under daphne, refuses any application close code
+# outside 1000 and 3000–4999, so the server's own reasons are all 4xxx.
+CLOSE_TOO_BIG = 4009  # a frame over MAX_FRAME_BYTES
+CLOSE_SERVER_ERROR = 4011  # this socket's handler failed; reconnect and resume
+CLOSE_ROOM_GONE = 4404  # the room was deleted; reconnect to start it afresh
+CLOSE_RATE_LIMITED = 4429  # persistent flooding, or too many sockets; reconnect later
 
 
 class ErrorCode:
@@ -38,15 +43,18 @@ class ErrorCode:
     BAD_RESUME = "bad_resume"
     BAD_HISTORY = "bad_history"
     NOT_STORED = "not_stored"
+    REJECTED = "rejected"
+    RATE_LIMITED = "rate_limited"
 
 
 class ProtocolError(Exception):
     """A client frame that cannot be accepted; becomes an error frame to its sender."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, *, retry_after: float | None = None) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.retry_after = retry_after
 
 
 # --- client → server -------------------------------------------------------------------
@@ -79,7 +87,8 @@ def parse_client_frame(text: str) -> ClientFrame:
     """Parse one text frame from a client, or raise ProtocolError saying what is wrong."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: JSON nested thousands deep, which the parser gives up on.
         raise ProtocolError(ErrorCode.BAD_JSON, "Frames must be JSON text.") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, "A frame must be a JSON object.")
@@ -108,18 +117,40 @@ def _parse_post(data: dict[str, Any]) -> PostMessage:
             ErrorCode.MESSAGE_TOO_LONG,
             f"Messages are at most {MAX_MESSAGE_CHARS} characters; this one has {len(message)}.",
         )
-    if "\x00" in message:
-        # PostgreSQL text cannot hold NUL, and no one types it.
-        raise ProtocolError(ErrorCode.BAD_FRAME, "`message` must not contain NUL characters.")
+    _require_storable("message", message)
     client_id = data.get("client_id")
-    if client_id is not None and not (
-        isinstance(client_id, str) and 0 < len(client_id) <= MAX_CLIENT_ID_CHARS
-    ):
+    if client_id is not None:
+        if not (isinstance(client_id, str) and 0 < len(client_id) <= MAX_CLIENT_ID_CHARS):
+            raise ProtocolError(
+                ErrorCode.BAD_FRAME,
+                f"`client_id` must be a string of 1–{MAX_CLIENT_ID_CHARS} characters.",
+            )
+        _require_storable("client_id", client_id)
+    return PostMessage(message=message, client_id=client_id)
+
+
+def is_storable(text: str) -> bool:
+    """True if every supported database (and a WebSocket text frame) can hold `text`.
+
+    JSON lets a client send a lone UTF-16 surrogate (`"\\ud800"`): Python keeps it in a str,
+    but it has no UTF-8 form, so SQLite, PostgreSQL and the socket all fail to encode it.
+    PostgreSQL also refuses NUL anywhere in text.
+    """
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _require_storable(name: str, value: str) -> None:
+    if not is_storable(value):
         raise ProtocolError(
             ErrorCode.BAD_FRAME,
-            f"`client_id` must be a string of 1–{MAX_CLIENT_ID_CHARS} characters.",
+            f"`{name}` must be valid Unicode text without NUL characters or lone surrogates.",
         )
-    return PostMessage(message=message, client_id=client_id)
 
 
 def _parse_history(data: dict[str, Any]) -> HistoryRequest:
@@ -219,6 +250,8 @@ class ErrorFrame(TypedDict):
     detail: str
     # The refused post's own id, when the error is about a post that carried one.
     client_id: NotRequired[str]
+    # With `rate_limited`: seconds until the same frame can succeed.
+    retry_after: NotRequired[float]
 
 
 ServerFrame = MessageFrame | AckFrame | HistoryFrame | SyncedFrame | ErrorFrame
@@ -227,6 +260,29 @@ ServerFrame = MessageFrame | AckFrame | HistoryFrame | SyncedFrame | ErrorFrame
 def encode(frame: ServerFrame) -> str:
     """Encode a server frame as compact JSON text."""
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def history_reply(messages: list[str], *, keep: Literal["newest", "oldest"]) -> str:
+    """A `history` frame of encoded message frames, cut to fit in MAX_FRAME_BYTES.
+
+    When a page is too big, `keep` says which end stays: the newest when paging back (the
+    client asks again before the oldest it got), the oldest when paging forward. A page always
+    holds at least one message: a message frame at its longest is far under the limit.
+    """
+    head, tail = '{"type":"history","messages":[', "]}"
+    budget = MAX_FRAME_BYTES - len(head) - len(tail)
+    ordered = messages if keep == "oldest" else messages[::-1]
+    kept: list[str] = []
+    for text in ordered:
+        # The message and its comma.
+        size = len(text.encode("utf-8", "surrogatepass")) + 1
+        if kept and size > budget:
+            break
+        kept.append(text)
+        budget -= size
+    if keep == "newest":
+        kept.reverse()
+    return head + ",".join(kept) + tail
 
 
 def format_time(moment: datetime) -> str:
@@ -248,6 +304,11 @@ def message_frame(message: Message) -> MessageFrame:
     return frame
 
 
-def error_frame(error: ProtocolError) -> ErrorFrame:
+def error_frame(error: ProtocolError, *, client_id: str | None = None) -> ErrorFrame:
     """The error frame for a refused client frame."""
-    return {"type": "error", "code": error.code, "detail": error.detail}
+    frame: ErrorFrame = {"type": "error", "code": error.code, "detail": error.detail}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    if error.retry_after is not None:
+        frame["retry_after"] = round(error.retry_after, 3)
+    return frame

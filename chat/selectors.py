@@ -1,4 +1,4 @@
-"""Reads: a room's messages, always oldest first."""
+"""Reads: a room's messages, always oldest first, and where each room stands."""
 
 from __future__ import annotations
 
@@ -19,3 +19,9 @@ def messages_after(*, room_id: int, after: int, limit: int) -> list[Message]:
 def rooms_last_seq(*, room_ids: list[int]) -> dict[int, int]:
     """The latest sequence number of each room."""
     return dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "last_seq"))
+
+
+def rooms_positions(*, names: list[str]) -> dict[str, tuple[int, int]]:
+    """Each existing room's id and latest sequence number, by name."""
+    rows = Room.objects.filter(name__in=names).values_list("name", "pk", "last_seq")
+    return {name: (pk, last_seq) for name, pk, last_seq in rows}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from chat.models import Message, Room
@@ -14,17 +14,9 @@ from chat.models import Message, Room
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
-# The session key under which a visitor's guest name is kept between pages and sockets.
-GUEST_NAME_SESSION_KEY = "chat_guest_name"
-
-
-def guest_name() -> str:
-    """A fresh display name for a visitor who is not signed in."""
-    return f"guest-{secrets.token_hex(3)}"
-
 
 def room_get_or_create(*, name: str) -> Room:
-    """The room called `name`, created on first use."""
+    """The room called `name`, created if it does not exist yet."""
     room, _ = Room.objects.get_or_create(name=name)
     return room
 
@@ -33,53 +25,60 @@ def room_get_or_create(*, name: str) -> Room:
 class NewPost:
     """A post on its way to the database."""
 
-    room_id: int
+    room_name: str
+    # The room the poster's socket knows; None if the room had no message yet when it joined
+    # (rooms are created by their first message, so a page view or a handshake stores nothing).
+    room_id: int | None
     author: User | None
     author_name: str
     body: str
     client_id: str | None
 
 
-def messages_create(posts: list[NewPost]) -> list[tuple[Message, bool]]:
-    """Store posts in one transaction; return, for each post, its message and whether it is new.
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A post's message, and whether this call stored it (False: a resend of a stored one)."""
+
+    message: Message
+    created: bool
+
+
+def messages_create(posts: list[NewPost]) -> list[Stored | None]:
+    """Store posts in one transaction; for each post, its Stored, or None if its room is gone.
 
     Each room's next sequence numbers are handed out under that room's row lock (PostgreSQL) or
     the immediate write lock (SQLite), held until commit, so sequences are 1, 2, 3… with no gap
     or repeat across every process. A post whose `client_id` the room has already stored (or
     that appears twice in `posts`) is a resend: the stored message is returned, nothing written.
-    Storing many posts at once is the group commit that keeps the database off the hot path.
+    A post without a room id creates its room; one whose room id no longer exists (the room was
+    deleted) is not stored. Storing many posts at once is the group commit that keeps the
+    database off the hot path.
     """
-    room_ids = sorted({post.room_id for post in posts})
-    client_ids = {post.client_id for post in posts if post.client_id is not None}
     now = timezone.now()
-    results: list[tuple[Message, bool]] = []
+    results: list[Stored | None] = []
     new: list[Message] = []
     with transaction.atomic():
-        # One query locks every room of the batch, in id order, so that two writers never wait
-        # on each other in a cycle; a few queries per batch, whatever the number of rooms.
-        rooms = {
-            room.pk: room
-            for room in Room.objects.select_for_update()
-            .filter(pk__in=room_ids)
-            .order_by("pk")
-            .only("id", "last_seq")
-        }
+        by_id, by_name = _lock_rooms(posts)
+        client_ids = {post.client_id for post in posts if post.client_id is not None}
         known: dict[tuple[int, str | None], Message] = {}
         if client_ids:
-            stored = Message.objects.filter(room_id__in=room_ids, client_id__in=client_ids)
+            stored = Message.objects.filter(room_id__in=list(by_id), client_id__in=client_ids)
             known = {(m.room_id, m.client_id): m for m in stored}
         for post in posts:
-            key = (post.room_id, post.client_id)
-            if post.client_id is not None and key in known:
-                results.append((known[key], False))
+            room = by_id.get(post.room_id) if post.room_id is not None else by_name[post.room_name]
+            if room is None:
+                results.append(None)
                 continue
-            room = rooms[post.room_id]
+            key = (room.pk, post.client_id)
+            if post.client_id is not None and key in known:
+                results.append(Stored(known[key], created=False))
+                continue
             room.last_seq += 1
             author = (
                 post.author if post.author is not None and post.author.is_authenticated else None
             )
             message = Message(
-                room_id=post.room_id,
+                room_id=room.pk,
                 seq=room.last_seq,
                 author=author,
                 author_name=post.author_name,
@@ -90,12 +89,40 @@ def messages_create(posts: list[NewPost]) -> list[tuple[Message, bool]]:
             new.append(message)
             if post.client_id is not None:
                 known[key] = message
-            results.append((message, True))
+            results.append(Stored(message, created=True))
         if new:
             _insert_messages(new)
             changed = {message.room_id for message in new}
-            Room.objects.bulk_update([rooms[room_id] for room_id in changed], ["last_seq"])
+            Room.objects.bulk_update([by_id[room_id] for room_id in changed], ["last_seq"])
     return results
+
+
+def _lock_rooms(posts: list[NewPost]) -> tuple[dict[int, Room], dict[str, Room]]:
+    """Lock the rooms of a batch, creating those named by posts without a room id.
+
+    One query locks every room of the batch, in id order, so that two writers never wait on
+    each other in a cycle. Rooms to create are inserted first (a concurrent creator's row wins
+    the conflict, and both then lock the same row).
+    """
+    ids = {post.room_id for post in posts if post.room_id is not None}
+    names = {post.room_name for post in posts if post.room_id is None}
+    rooms = _select_rooms_for_update(ids, names)
+    missing = names - {room.name for room in rooms}
+    if missing:
+        Room.objects.bulk_create(
+            [Room(name=name) for name in sorted(missing)], ignore_conflicts=True
+        )
+        rooms = _select_rooms_for_update(ids, names)
+    return {room.pk: room for room in rooms}, {room.name: room for room in rooms}
+
+
+def _select_rooms_for_update(ids: set[int], names: set[str]) -> list[Room]:
+    return list(
+        Room.objects.select_for_update()
+        .filter(Q(pk__in=ids) | Q(name__in=names))
+        .order_by("pk")
+        .only("id", "name", "last_seq")
+    )
 
 
 _INSERT_COLUMNS = ("room_id", "seq", "author_id", "author_name", "body", "created_at", "client_id")
@@ -131,8 +158,16 @@ def message_create(
     body: str,
     client_id: str | None,
 ) -> tuple[Message, bool]:
-    """Store one post (see `messages_create`)."""
+    """Store one post in an existing room (see `messages_create`)."""
     post = NewPost(
-        room_id=room_id, author=author, author_name=author_name, body=body, client_id=client_id
+        room_name=Room.objects.values_list("name", flat=True).get(pk=room_id),
+        room_id=room_id,
+        author=author,
+        author_name=author_name,
+        body=body,
+        client_id=client_id,
     )
-    return messages_create([post])[0]
+    stored = messages_create([post])[0]
+    if stored is None:
+        raise Room.DoesNotExist(room_id)
+    return stored.message, stored.created

@@ -12,15 +12,21 @@ autobahn protocol, which gives two things ASGI does not:
 - the Twisted transport's write buffer, which tells how far behind a socket's reader is, so
   one that stops reading is dropped before its backlog grows without bound.
 
-Under any other ASGI server `direct_socket` returns None and the consumer uses plain ASGI sends.
+Under any other ASGI server (and in tests) `AsgiSocket` does the same job with plain ASGI sends:
+an ordered outbox per socket, drained by a task that exists only while there is something to
+send, bounded by the same limit. Every frame a socket is sent — live messages, history, acks,
+errors — goes through one of the two, so no reply escapes the slow-reader limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 from autobahn.websocket.protocol import PreparedMessage  # daphne's WebSocket library
 
@@ -28,6 +34,8 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Any, Send], Awaitable[None]]
+
+logger = logging.getLogger(__name__)
 
 SCOPE_KEY = "chat.server_send"
 # Bytes a socket may have waiting in the server's write buffer (beyond what the kernel took)
@@ -40,6 +48,9 @@ CATCH_UP_LOW_WATER = SLOW_READER_LIMIT // 4
 CATCH_UP_DRAIN_TIMEOUT = 30.0
 # Twisted's producer slot on the transport is daphne's, so draining is polled at this period.
 DRAIN_POLL = 0.005
+# Closes a socket under a plain ASGI server whose reader fell SLOW_READER_LIMIT behind (under
+# daphne the connection is aborted instead: a close frame would queue behind the backlog).
+CLOSE_SLOW_READER = 4008
 
 
 class ServerSendMiddleware:
@@ -85,6 +96,34 @@ def joined_payload(frames: list[OutFrame]) -> bytes:
     return b"".join(frame.prepared.payloadHybi for frame in frames)
 
 
+def utf8(text: str) -> bytes:
+    """`text` as UTF-8, even if a lone surrogate slipped past validation (escaped, as JSON)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        logger.error("a frame held a lone surrogate; sent escaped")
+        return text.encode("utf-8", "backslashreplace")
+
+
+class Socket(Protocol):
+    """Where a consumer's frames go: `DirectSocket` under daphne, `AsgiSocket` otherwise."""
+
+    def send(self, frames: list[OutFrame], payload: bytes | None = None) -> None:
+        """Queue message frames (`payload`: their bytes joined, if the caller has them)."""
+
+    def send_text(self, text: str) -> None:
+        """Queue one text frame (a reply: ack, error, history, synced)."""
+
+    async def drained(self) -> None:
+        """Wait until this socket's reader has caught up (or the socket is dropped)."""
+
+    def buffered(self) -> int:
+        """Bytes sent that the reader has not taken yet."""
+
+    def close(self) -> None:
+        """Stop sending; drop whatever is queued."""
+
+
 class DirectSocket:
     """A daphne WebSocket connection, reached past ASGI for prepared sends and flow control."""
 
@@ -100,13 +139,9 @@ class DirectSocket:
 
         A socket that is closing gets nothing; one whose reader is too far behind is dropped.
         """
+        if not self._writable():
+            return
         protocol = self.protocol
-        if protocol.state != protocol.STATE_OPEN:
-            return
-        if self.buffered() > self.limit:
-            # A close frame would only queue behind the backlog: abort the connection.
-            self.transport.abortConnection()
-            return
         if protocol._perMessageCompress is not None:
             # Compressed per socket (daphne does not offer it, but a subclass might).
             for frame in frames:
@@ -114,6 +149,21 @@ class DirectSocket:
             return
         # Several frames in one TCP write: one trip through Twisted per socket per batch.
         protocol.sendData(payload if payload is not None else joined_payload(frames))
+
+    def send_text(self, text: str) -> None:
+        """Write one text frame, under the same slow-reader limit as live messages."""
+        if self._writable():
+            self.protocol.sendMessage(utf8(text), False)
+
+    def _writable(self) -> bool:
+        """False if the socket is closing, or its reader is too far behind (then dropped)."""
+        if self.protocol.state != self.protocol.STATE_OPEN:
+            return False
+        if self.buffered() > self.limit:
+            # A close frame would only queue behind the backlog: abort the connection.
+            self.transport.abortConnection()
+            return False
+        return True
 
     async def drained(self) -> None:
         """Wait until the buffer is below CATCH_UP_LOW_WATER; abort the socket if it never is."""
@@ -140,6 +190,90 @@ class DirectSocket:
             - getattr(transport, "offset", 0)
             + getattr(transport, "_tempDataLen", 0)
         )
+
+    def close(self) -> None:
+        """Nothing to drop: Twisted owns the buffer, and closes it with the connection."""
+
+
+class AsgiSocket:
+    """Plain ASGI sends in order, from an outbox bounded like daphne's write buffer."""
+
+    __slots__ = ("_drained", "closed", "limit", "outbox", "pending", "send_event", "task")
+
+    def __init__(self, send: Send, limit: int = SLOW_READER_LIMIT) -> None:
+        self.send_event = send
+        self.limit = limit
+        self.outbox: deque[str] = deque()
+        self.pending = 0  # bytes (characters) in the outbox
+        self.task: asyncio.Task[None] | None = None
+        self._drained: asyncio.Event | None = None
+        self.closed = False
+
+    def send(self, frames: list[OutFrame], payload: bytes | None = None) -> None:
+        """Queue message frames."""
+        for frame in frames:
+            self.send_text(frame.text)
+
+    def send_text(self, text: str) -> None:
+        """Queue one frame; a reader too far behind is closed instead."""
+        if self.closed:
+            return
+        if self.pending > self.limit:
+            self.close()
+            self.task = asyncio.ensure_future(self._send_close())
+            return
+        self.outbox.append(text)
+        self.pending += len(text)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self.outbox:
+                text = self.outbox.popleft()
+                self.pending -= len(text)
+                await self.send_event({"type": "websocket.send", "text": text})
+                if self._drained is not None and self.pending <= CATCH_UP_LOW_WATER:
+                    self._drained.set()
+        except Exception as error:  # the connection went away under us
+            logger.debug("sending to a socket failed: %r", error)
+            self.close()
+
+    async def _send_close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.send_event({"type": "websocket.close", "code": CLOSE_SLOW_READER})
+
+    async def drained(self) -> None:
+        """Wait until the outbox is below CATCH_UP_LOW_WATER."""
+        while self.pending > CATCH_UP_LOW_WATER and not self.closed:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), CATCH_UP_DRAIN_TIMEOUT)
+            except TimeoutError:
+                self.close()
+            finally:
+                self._drained = None
+
+    def buffered(self) -> int:
+        """Characters queued and not yet handed to the server."""
+        return self.pending
+
+    def close(self) -> None:
+        """Drop the outbox; send nothing more."""
+        self.closed = True
+        self.outbox.clear()
+        self.pending = 0
+        if self._drained is not None:
+            self._drained.set()
+        if self.task is not None and not self.task.done() and self.task is not _current_task():
+            self.task.cancel()
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 def direct_socket(send: Send) -> DirectSocket | None:

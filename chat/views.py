@@ -3,8 +3,8 @@
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from chat.people import person_for, remember_guest
 from chat.rooms import ROOM_NAME_MAX_LENGTH, ROOM_NAME_REGEX, ROOM_NAME_RULE
-from chat.services import GUEST_NAME_SESSION_KEY, guest_name
 
 
 def index(request: HttpRequest) -> HttpResponse:
@@ -23,12 +23,13 @@ def index(request: HttpRequest) -> HttpResponse:
 
 
 def room(request: HttpRequest, room_name: str) -> HttpResponse:
-    """A chat room; a visitor who is not signed in is given a guest name for the session."""
-    if request.user.is_authenticated:
-        name = request.user.get_username()
-    else:
-        name = request.session.setdefault(GUEST_NAME_SESSION_KEY, guest_name())
-    return render(request, "chat/room.html", {"room_name": room_name, "display_name": name})
+    """A chat room; a visitor who is not signed in is given a guest name (chat/people.py)."""
+    person = person_for(request.user, request.COOKIES)
+    response = render(
+        request, "chat/room.html", {"room_name": room_name, "display_name": person.name}
+    )
+    remember_guest(response, request, person)
+    return response
 
 
 def invalid_room(request: HttpRequest, bad_name: str) -> HttpResponse:

@@ -5,6 +5,12 @@ posts that arrive meanwhile queue up and go into the next. At low load a batch i
 a burst, one transaction and one publish per room carry dozens. Publishing after the commit is
 what makes "stored before broadcast" hold; one publish per room per batch is what keeps Redis
 round trips off the per-message cost.
+
+A batch is shared by strangers, so no post may fail it for the others: a batch the database
+refuses is split in halves and retried until the post at fault is found and refused alone
+(a database that is down fails every post at once, without splitting). Posters hear the outcome
+through a plain method call that never waits on a socket, and a failure there is that socket's
+alone; the two tasks catch everything, and if one ends anyway the next post restarts it.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from channels.layers import get_channel_layer
+from django.db import InterfaceError, OperationalError
 
 from chat import protocol, services
 from chat.db import db_sync_to_async
-from chat.models import Message
 from chat.rooms import group_name
 from chat.runtime import PerLoop
 
@@ -29,16 +35,31 @@ logger = logging.getLogger(__name__)
 BATCH_EVENT = "chat.batch"
 # Posts per transaction at most; more wait for the next one.
 MAX_BATCH = 500
+# A publish that takes longer than this (Redis frozen, say) is given up: the message is stored
+# and acknowledged, and every process's reconcile delivers it from the database.
+PUBLISH_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A post that was not stored: `permanent` if sending it again cannot help."""
+
+    permanent: bool
+
+
+class RoomGone:
+    """A post for a room that was deleted."""
+
+
+ROOM_GONE = RoomGone()
+Outcome = services.Stored | Failed | RoomGone
 
 
 class Poster(Protocol):
     """Whoever submitted a post (ChatConsumer), told how storing it went."""
 
-    async def stored(self, message: Message, *, client_id: str | None) -> None:
-        """The post is stored as `message` (now, or earlier if it was a resend)."""
-
-    async def store_failed(self, *, client_id: str | None) -> None:
-        """The post could not be stored."""
+    def post_settled(self, outcome: Outcome, *, client_id: str | None) -> None:
+        """The post's outcome. Called before the broadcast; must not wait on anything."""
 
 
 @dataclass
@@ -50,6 +71,11 @@ class _Queued:
 
 # Stored messages on their way to the channel layer: room (name, id) → [[seq, frame], ...].
 Fresh = dict[tuple[str, int], list[list[int | str]]]
+
+
+def _transient(error: BaseException) -> bool:
+    """True if the database itself failed (down, locked), not one post in the batch."""
+    return isinstance(error, OperationalError | InterfaceError)
 
 
 @dataclass
@@ -75,9 +101,19 @@ class PostWriter:
         """
         self.queue.append(_Queued(room_name, post, poster))
         self.wakeup.set()
+        # Each task is (re)started on its own: a writer that ended must not bring a second
+        # publisher, which would publish batches out of order.
         if self.task is None or self.task.done():
+            self._log_end(self.task)
             self.task = asyncio.create_task(self._run(), name="chat-post-writer")
+        if self.publisher is None or self.publisher.done():
+            self._log_end(self.publisher)
             self.publisher = asyncio.create_task(self._run_publisher(), name="chat-publisher")
+
+    @staticmethod
+    def _log_end(task: asyncio.Task[None] | None) -> None:
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            logger.error("a writer task ended; restarting it", exc_info=task.exception())
 
     async def _run(self) -> None:
         while True:
@@ -85,26 +121,53 @@ class PostWriter:
             self.wakeup.clear()
             while self.queue:
                 batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
-                await self._write(batch)
+                try:
+                    await self._write(batch)
+                except Exception:
+                    # Not the database (that is handled in _store): a bug. The batch's posters
+                    # have heard nothing yet, or some have; tell the rest, and go on.
+                    logger.exception("writing a batch of %d posts failed", len(batch))
+                    for queued in batch:
+                        self._settle(queued, Failed(permanent=False))
 
     async def _write(self, batch: list[_Queued]) -> None:
+        outcomes = await self._store(batch)
+        fresh: Fresh = defaultdict(list)
+        for queued, outcome in zip(batch, outcomes, strict=True):
+            self._settle(queued, outcome)
+            if isinstance(outcome, services.Stored) and outcome.created:
+                message = outcome.message
+                frame = protocol.encode(protocol.message_frame(message))
+                fresh[queued.room_name, message.room_id].append([message.seq, frame])
+        if fresh:
+            self.outbox.put_nowait(fresh)
+
+    async def _store(self, batch: list[_Queued]) -> list[Outcome]:
+        """Store a batch; if the database refuses it, find the posts at fault by halving."""
         try:
             results = await db_sync_to_async(services.messages_create)(
                 [queued.post for queued in batch]
             )
+        except Exception as error:
+            if _transient(error) or len(batch) == 1:
+                permanent = not _transient(error)
+                logger.warning(
+                    "storing %d post(s) failed (%s): %r",
+                    len(batch),
+                    "refused" if permanent else "database unavailable",
+                    error,
+                )
+                return [Failed(permanent=permanent)] * len(batch)
+            half = len(batch) // 2
+            return await self._store(batch[:half]) + await self._store(batch[half:])
+        return [ROOM_GONE if result is None else result for result in results]
+
+    @staticmethod
+    def _settle(queued: _Queued, outcome: Outcome) -> None:
+        try:
+            queued.poster.post_settled(outcome, client_id=queued.post.client_id)
         except Exception:
-            logger.exception("storing %d posts failed", len(batch))
-            for queued in batch:
-                await queued.poster.store_failed(client_id=queued.post.client_id)
-            return
-        fresh: Fresh = defaultdict(list)
-        for queued, (message, created) in zip(batch, results, strict=True):
-            await queued.poster.stored(message, client_id=queued.post.client_id)
-            if created:
-                frame = protocol.encode(protocol.message_frame(message))
-                fresh[queued.room_name, queued.post.room_id].append([message.seq, frame])
-        if fresh:
-            self.outbox.put_nowait(fresh)
+            logger.exception("telling a poster its outcome failed")
 
     async def _run_publisher(self) -> None:
         while True:
@@ -112,14 +175,20 @@ class PostWriter:
             while not self.outbox.empty():
                 for room, items in self.outbox.get_nowait().items():
                     fresh.setdefault(room, []).extend(items)
-            await self._publish(fresh)
+            try:
+                await self._publish(fresh)
+            except Exception:
+                logger.exception("publishing a batch failed; the reconcile will deliver it")
 
     async def _publish(self, fresh: Fresh) -> None:
         layer = get_channel_layer()
         sends = [
-            layer.group_send(
-                group_name(room),
-                {"type": BATCH_EVENT, "room": room, "room_id": room_id, "messages": items},
+            asyncio.wait_for(
+                layer.group_send(
+                    group_name(room),
+                    {"type": BATCH_EVENT, "room": room, "room_id": room_id, "messages": items},
+                ),
+                PUBLISH_TIMEOUT,
             )
             for (room, room_id), items in fresh.items()
         ]

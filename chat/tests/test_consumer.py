@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from chat.protocol import MAX_FRAME_BYTES, MAX_MESSAGE_CHARS
+from chat.protocol import CLOSE_TOO_BIG, MAX_FRAME_BYTES, MAX_MESSAGE_CHARS
 from chat.testing.ws import ORIGIN, Connect, receive
 from mysite.asgi import application
 
@@ -129,7 +129,7 @@ async def test_longest_message_is_accepted(connect: Connect) -> None:
         pytest.param({"bytes_data": b"x" * (MAX_FRAME_BYTES + 1)}, id="binary"),
     ],
 )
-async def test_frames_over_the_hard_cap_close_with_1009(
+async def test_frames_over_the_hard_cap_close_with_4009(
     connect: Connect, frame: dict[str, Any]
 ) -> None:
     sender = await connect("lobby")
@@ -137,7 +137,10 @@ async def test_frames_over_the_hard_cap_close_with_1009(
 
     await sender.send_to(**frame)
 
-    assert await sender.receive_output(timeout=2) == {"type": "websocket.close", "code": 1009}
+    assert await sender.receive_output(timeout=2) == {
+        "type": "websocket.close",
+        "code": CLOSE_TOO_BIG,
+    }
     assert await bystander.receive_nothing(timeout=0.2)
 
 
