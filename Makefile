@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast check format bench bench-quick bench-full clean
+.PHONY: install run test test-fast check format bench bench-quick bench-full bench-fairness clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench-quick: $(STAMP)  ## The two blasts on the project and the ceiling
 bench-full: $(STAMP)  ## Also the tutorial on RedisChannelLayer (which loses messages)
 	scripts/system-deps
 	$(PY) bench/run.py --full
+
+bench-fairness: $(STAMP)  ## Fair catch-up alone: a quiet user's acks while 4 clients loop ?after=0
+	scripts/system-deps
+	$(PY) bench/fairness.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test_db.sqlite3

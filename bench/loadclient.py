@@ -28,10 +28,10 @@ import sys
 import time
 import traceback
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Literal
+from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -143,6 +143,19 @@ class ScenarioResult:
 # --- one client -------------------------------------------------------------------------
 
 
+async def open_socket(url: str, origin: str, open_timeout: float) -> ClientConnection:
+    """Open one bench WebSocket the way every bench client does (raises if refused)."""
+    return await connect(
+        url,
+        origin=origin,  # type: ignore[arg-type]
+        compression=None,  # daphne does not negotiate it; be explicit
+        open_timeout=open_timeout,
+        ping_interval=None,  # idle clients must not add traffic of their own
+        close_timeout=2,
+        max_size=2**20,
+    )
+
+
 class _Client:
     """One open socket and what it received (in arrival order)."""
 
@@ -178,15 +191,7 @@ class _Worker:
         async def one(spec: ClientSpec) -> None:
             async with gate:
                 try:
-                    ws = await connect(
-                        spec.url,
-                        origin=self.plan.origin,  # type: ignore[arg-type]
-                        compression=None,  # daphne does not negotiate it; be explicit
-                        open_timeout=self.plan.connect_timeout_s,
-                        ping_interval=None,  # idle clients must not add traffic of their own
-                        close_timeout=2,
-                        max_size=2**20,
-                    )
+                    ws = await open_socket(spec.url, self.plan.origin, self.plan.connect_timeout_s)
                 except Exception as error:  # any refusal counts; the message says which
                     self.result.connect_failures += 1
                     if not self.result.connect_error:
@@ -340,16 +345,21 @@ def raise_fd_limit() -> int:
     return hard
 
 
-def worker_main(plan: WorkerPlan, conn: Connection) -> None:
-    """Entry point of a worker process."""
+def run_worker(work: Coroutine[Any, Any, None], conn: Connection) -> None:
+    """In a worker process: run `work`; a crash is reported on `conn` as ("error", text)."""
     raise_fd_limit()
     try:
-        asyncio.run(_worker_async(plan, conn))
+        asyncio.run(work)
     except KeyboardInterrupt:
         pass
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         raise
+
+
+def worker_main(plan: WorkerPlan, conn: Connection) -> None:
+    """Entry point of a worker process."""
+    run_worker(_worker_async(plan, conn), conn)
 
 
 # --- the parent ---------------------------------------------------------------------------
@@ -371,7 +381,7 @@ def plan_clients(
     return [clients for clients in per_worker if clients]
 
 
-def _nearest_rank(sorted_values: Sequence[int], q: float) -> float | None:
+def nearest_rank(sorted_values: Sequence[int], q: float) -> float | None:
     """The q-quantile by the nearest-rank method, in milliseconds (None if no values)."""
     if not sorted_values:
         return None
@@ -396,8 +406,8 @@ def merge(
         dupes=sum(r.dupes for r in results),
         order_errors=sum(r.order_errors for r in results),
         sent=sum(r.sent for r in results),
-        p50_ms=_nearest_rank(latencies, 0.50),
-        p99_ms=_nearest_rank(latencies, 0.99),
+        p50_ms=nearest_rank(latencies, 0.50),
+        p99_ms=nearest_rank(latencies, 0.99),
         deliveries_per_s=received / span_s if span_s > 0 else 0.0,
         connect_failures=sum(r.connect_failures for r in results),
         connect_error=next((r.connect_error for r in results if r.connect_error), ""),
@@ -414,7 +424,7 @@ class WorkerFailed(RuntimeError):
     """A worker process died or reported an exception."""
 
 
-def _receive(conn: Connection, deadline: float, what: str) -> tuple[str, object]:
+def receive_report(conn: Connection, deadline: float, what: str) -> tuple[str, object]:
     """The next message from a worker, or WorkerFailed when it errs or the deadline passes."""
     timeout = deadline - time.monotonic()
     if timeout <= 0 or not conn.poll(timeout):
@@ -472,7 +482,7 @@ def run_scenario(
         )
         connections = 0
         for _, conn in workers:
-            _, connected = _receive(conn, ready_by, "ready")
+            _, connected = receive_report(conn, ready_by, "ready")
             assert isinstance(connected, int)
             connections += connected
         if on_connected is not None:
@@ -485,7 +495,7 @@ def run_scenario(
         done_by = time.monotonic() + scenario.send_seconds + 180.0
         results: list[WorkerResult] = []
         for _, conn in workers:
-            _, result = _receive(conn, done_by, "result")
+            _, result = receive_report(conn, done_by, "result")
             assert isinstance(result, WorkerResult)
             results.append(result)
         server_cpu = (cpu_probe() - cpu0) / (time.monotonic() - wall0) if cpu_probe else None
@@ -494,13 +504,18 @@ def run_scenario(
         return merge(scenario, results, connections, server_cpu)
     finally:
         for worker, conn in workers:
-            if worker.is_alive():
-                worker.terminate()
-                worker.join(timeout=5)
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
-            conn.close()
+            stop_worker(worker, conn)
+
+
+def stop_worker(worker: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+    """End a worker process that is still running (SIGTERM, then SIGKILL); close its pipe."""
+    if worker.is_alive():
+        worker.terminate()
+        worker.join(timeout=5)
+    if worker.is_alive():
+        worker.kill()
+        worker.join()
+    conn.close()
 
 
 # --- standalone use -----------------------------------------------------------------------

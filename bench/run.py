@@ -91,12 +91,13 @@ PRESETS = {
     "paced-1000": "paced:1x1000:2x20",
     "idle-5000": "idle:5000",
 }
-DEFAULT_SCENARIOS = list(PRESETS)
+# Not a load-client scenario: bench/fairness.py, on the project only, reported after the table.
+FAIRNESS = "fairness"
+DEFAULT_SCENARIOS = [*PRESETS, FAIRNESS]
 DEFAULT_TARGETS = ["tutorial", "project", "ceiling", "project-2p"]
 QUICK_SCENARIOS = ["blast-1x100", "blast-10x10"]
 QUICK_TARGETS = ["project", "ceiling"]
 FULL_TARGETS = ["tutorial", "tutorial-rcl", "project", "ceiling", "project-2p"]
-FULL_SCENARIOS = list(PRESETS)
 
 # The project's targets (docs/benchmarks.md): blast ≥ 0.8× the ceiling's deliveries/s, paced
 # p99 ≤ 1.5× the ceiling's, idle ≤ 32 KB (32,000 bytes) per connection, two processes ≥ 0.8×
@@ -235,6 +236,9 @@ def server_env(redis_url: str, database_url: str) -> dict[str, str]:
         DJANGO_ALLOWED_HOSTS=ORIGIN_HOSTS,
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
+        # Rate limits and caps off: the load client opens thousands of sockets and posts in
+        # bursts from one address, as no single user would.
+        CHAT_LIMITS="off",
     )
     return env
 
@@ -714,7 +718,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
         description="Benchmark the chat against the tutorial and a bare ASGI ceiling.",
-        epilog=f"scenario presets: {', '.join(f'{k} = {v}' for k, v in PRESETS.items())}",
+        epilog=f"scenario presets: {', '.join(f'{k} = {v}' for k, v in PRESETS.items())}; "
+        f"{FAIRNESS} = bench/fairness.py on the project (fair catch-up)",
     )
     parser.add_argument(
         "--full",
@@ -730,7 +735,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--scenario",
         action="append",
         metavar="SPEC",
-        help="a preset or blast:RxCxM, paced:RxC:RATExSECONDS, idle:N (repeatable)",
+        help=f"a preset, {FAIRNESS}, or blast:RxCxM, paced:RxC:RATExSECONDS, idle:N (repeatable)",
     )
     parser.add_argument(
         "--target",
@@ -759,14 +764,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def plan(args: argparse.Namespace) -> list[tuple[Target, list[Scenario]]]:
-    """Which scenarios run on which targets, in order."""
+def plan(args: argparse.Namespace) -> tuple[list[tuple[Target, list[Scenario]]], bool]:
+    """Which scenarios run on which targets, in order; and whether the fair catch-up runs
+    (named with --scenario, or by default when the project is a target)."""
     default_scenarios = QUICK_SCENARIOS if args.quick else DEFAULT_SCENARIOS
     default_targets = FULL_TARGETS if args.full else DEFAULT_TARGETS
     if args.quick:
         default_targets = QUICK_TARGETS
-    scenarios = [parse_scenario(s) for s in (args.scenario or default_scenarios)]
+    specs = args.scenario or default_scenarios
+    scenarios = [parse_scenario(s) for s in specs if s != FAIRNESS]
     names = args.target or default_targets
+    fair = FAIRNESS in specs and (args.scenario is not None or "project" in names)
     work = []
     for name in names:
         target = TARGETS[name]
@@ -775,10 +783,10 @@ def plan(args: argparse.Namespace) -> list[tuple[Target, list[Scenario]]]:
             chosen = [s for s in scenarios if s.kind in MULTI_PROCESS_KINDS]
         if chosen:
             work.append((target, chosen))
-    return work
+    return work, fair
 
 
-def _terminate_on_sigterm() -> None:
+def terminate_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit so that every `finally` stops what it started."""
 
     def handler(signum: int, frame: object) -> None:
@@ -790,10 +798,10 @@ def _terminate_on_sigterm() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen scenarios on the chosen targets and print the table."""
     args = parse_args(argv)
-    _terminate_on_sigterm()
+    terminate_on_sigterm()
     raise_fd_limit()
     try:
-        work = plan(args)
+        work, fair = plan(args)
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
@@ -806,9 +814,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     rows: list[Row] = []
     backends: dict[str, str] = {}
+    # Imported here: bench/fairness.py uses this module's helpers.
+    from bench import fairness
+
+    fair_result: fairness.FairnessResult | None = None
     try:
         with contextlib.ExitStack() as stack:
-            django = any(target.django for target, _ in work)
+            django = fair or any(target.django for target, _ in work)
             redis_url = given_redis or (stack.enter_context(own_redis(workdir)) if django else "")
             env = server_env(redis_url, f"sqlite:///{workdir / 'bench.sqlite3'}")
             migrated = not django or migrate(env, workdir / "migrate.log")
@@ -819,6 +831,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rows += [Row(s, target.name, error="migrate failed") for s in scenarios]
                 else:
                     rows += measure_target(target, scenarios, env, workdir, options)
+            if fair:
+                progress("project: fair catch-up …")
+                fair_result = (
+                    fairness.run_on_project(env, workdir)
+                    if migrated
+                    else fairness.FairnessResult(error="migrate failed")
+                )
     finally:
         if args.keep:
             progress(f"logs and database kept in {workdir}")
@@ -834,11 +853,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if busy_before > BUSY_WARNING_CORES:
         print("WARNING: the machine was busy before the run; these figures understate it")
-    print()
-    print(table(rows))
+    if rows:
+        print()
+        print(table(rows))
     for note in notes(rows):
         print(f"- {note}")
     checks = target_checks(rows)
+    if fair_result is not None:
+        print()
+        print("\n".join(fairness.report(fair_result)))
+        checks.append(fairness.check(fair_result))
     if checks:
         print("\ntargets:")
         for text, met in checks:
