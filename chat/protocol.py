@@ -50,10 +50,19 @@ class ErrorCode:
 class ProtocolError(Exception):
     """A client frame that cannot be accepted; becomes an error frame to its sender."""
 
-    def __init__(self, code: str, detail: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        client_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        # The refused post's own id, if it had a valid one: its sender can stop resending it.
+        self.client_id = client_id
         self.retry_after = retry_after
 
 
@@ -105,7 +114,22 @@ def parse_client_frame(text: str) -> ClientFrame:
 
 def _parse_post(data: dict[str, Any]) -> PostMessage:
     _reject_unknown_fields(data, _POST_FIELDS)
-    message = data.get("message")
+    client_id = data.get("client_id")
+    if client_id is not None:
+        if not (isinstance(client_id, str) and 0 < len(client_id) <= MAX_CLIENT_ID_CHARS):
+            raise ProtocolError(
+                ErrorCode.BAD_FRAME,
+                f"`client_id` must be a string of 1–{MAX_CLIENT_ID_CHARS} characters.",
+            )
+        _require_storable("client_id", client_id)
+    try:
+        return PostMessage(message=_post_text(data.get("message")), client_id=client_id)
+    except ProtocolError as error:
+        error.client_id = client_id
+        raise
+
+
+def _post_text(message: object) -> str:
     if message is None:
         raise ProtocolError(ErrorCode.EMPTY_MESSAGE, "`message` is required.")
     if not isinstance(message, str):
@@ -118,15 +142,7 @@ def _parse_post(data: dict[str, Any]) -> PostMessage:
             f"Messages are at most {MAX_MESSAGE_CHARS} characters; this one has {len(message)}.",
         )
     _require_storable("message", message)
-    client_id = data.get("client_id")
-    if client_id is not None:
-        if not (isinstance(client_id, str) and 0 < len(client_id) <= MAX_CLIENT_ID_CHARS):
-            raise ProtocolError(
-                ErrorCode.BAD_FRAME,
-                f"`client_id` must be a string of 1–{MAX_CLIENT_ID_CHARS} characters.",
-            )
-        _require_storable("client_id", client_id)
-    return PostMessage(message=message, client_id=client_id)
+    return message
 
 
 def is_storable(text: str) -> bool:
@@ -307,6 +323,7 @@ def message_frame(message: Message) -> MessageFrame:
 def error_frame(error: ProtocolError, *, client_id: str | None = None) -> ErrorFrame:
     """The error frame for a refused client frame."""
     frame: ErrorFrame = {"type": "error", "code": error.code, "detail": error.detail}
+    client_id = client_id if client_id is not None else error.client_id
     if client_id is not None:
         frame["client_id"] = client_id
     if error.retry_after is not None:
