@@ -86,6 +86,11 @@ function showSynced() {
   document.body.dataset.synced = "true";
 }
 
+function forgetMessages() {
+  log.querySelectorAll(".msg[data-seq]").forEach((row) => row.remove());
+  older.hidden = true;
+}
+
 function showState(state) {
   document.body.dataset.wsState = state;
   status.textContent = STATE_LABELS[state] ?? state;
@@ -99,6 +104,7 @@ const chat = new ChatConnection(`${scheme}://${window.location.host}/ws/chat/${r
   onState: showState,
   onError: showError,
   onSynced: showSynced,
+  onReset: forgetMessages,
 });
 
 function sendTyped() {

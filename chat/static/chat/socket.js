@@ -6,6 +6,12 @@
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const HISTORY_PAGE = 50;
+// Close codes (docs/protocol.md) that change how the client reconnects.
+const CLOSE_RATE_LIMITED = 4429; // wait longer before coming back
+const CLOSE_ROOM_GONE = 4404; // the room's history is gone: start afresh
+const RATE_LIMITED_MIN_MS = 5000;
+// Errors after which a post may succeed if sent again; any other refusal is final.
+const RETRYABLE = new Set(["rate_limited", "not_stored"]);
 
 function newClientId() {
   if (window.crypto && typeof window.crypto.randomUUID === "function") {
@@ -25,10 +31,11 @@ export class ChatConnection {
    * @param {(state: string, detail: object) => void} handlers.onState
    * @param {(error: object) => void} handlers.onError
    * @param {(lastSeq: number) => void} handlers.onSynced  the history (or catch-up) is complete
+   * @param {() => void} handlers.onReset  the room was deleted: forget every message shown
    */
-  constructor(baseUrl, { onMessage, onPending, onState, onError, onSynced }) {
+  constructor(baseUrl, { onMessage, onPending, onState, onError, onSynced, onReset }) {
     this.baseUrl = baseUrl;
-    this.handlers = { onMessage, onPending, onState, onError, onSynced };
+    this.handlers = { onMessage, onPending, onState, onError, onSynced, onReset };
     this.socket = null;
     this.attempt = 0;
     this.seqs = new Set();
@@ -112,7 +119,7 @@ export class ChatConnection {
         this.handlers.onSynced(this.syncedTo);
         break;
       case "error":
-        this.handlers.onError(frame);
+        this.refused(frame);
         break;
       default:
         break;
@@ -139,6 +146,23 @@ export class ChatConnection {
     this.handlers.onMessage(message);
   }
 
+  refused(error) {
+    const clientId = error.client_id;
+    const text = clientId === undefined ? undefined : this.pending.get(clientId);
+    if (text !== undefined && RETRYABLE.has(error.code)) {
+      // Not stored this time: send it again when the server says it may succeed.
+      setTimeout(() => {
+        if (this.pending.has(clientId)) {
+          this.transmit({ type: "message", message: text, client_id: clientId });
+        }
+      }, 1000 * (error.retry_after ?? 1));
+    } else if (text !== undefined) {
+      // Refused for good (too long, not storable…): resending would only be refused again.
+      this.settle(clientId);
+    }
+    this.handlers.onError(error);
+  }
+
   settle(clientId) {
     if (this.pending.delete(clientId)) {
       this.announcePending();
@@ -151,9 +175,19 @@ export class ChatConnection {
   }
 
   scheduleReconnect(code) {
+    if (code === CLOSE_ROOM_GONE) {
+      this.seqs.clear();
+      this.oldestSeq = 0;
+      this.newestSeq = 0;
+      this.syncedTo = null;
+      this.handlers.onReset();
+    }
     // Exponential backoff with full jitter, so a restarted server is not stampeded.
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
-    const delay = Math.random() * ceiling;
+    let delay = Math.random() * ceiling;
+    if (code === CLOSE_RATE_LIMITED) {
+      delay += RATE_LIMITED_MIN_MS;
+    }
     this.attempt += 1;
     this.setState("reconnecting", { code, delay });
     setTimeout(() => this.start(), delay);
