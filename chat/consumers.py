@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -28,6 +29,8 @@ from chat.db import db_read
 from chat.fanout import LocalRoom, hubs
 from chat.people import Person, person_for_scope
 from chat.protocol import ErrorCode, ProtocolError
+from chat.runtime import PerLoop
+from chat.selectors import MessageRow
 from chat.transport import (
     SCOPE_KEY,
     AsgiSocket,
@@ -45,26 +48,22 @@ logger = logging.getLogger(__name__)
 
 # Catch-up after a reconnect is read in pages of this many messages.
 CATCH_UP_PAGE = 200
-# A socket's catch-up is written in slices of about this many bytes; between slices it waits
-# for its reader and lets every other socket of the process have a turn.
-CATCH_UP_SLICE = 64 * 1024
+# ...and encoded and written in slices of this many, one slice per turn of the event loop for
+# the whole process: however many sockets catch up at once, everyone else's frames wait for at
+# most one slice (docs/benchmarks.md, "Fair catch-up").
+CATCH_UP_SLICE = 50
 # Posts of one socket waiting to be stored, at most; beyond, its frames wait to be read.
 MAX_IN_FLIGHT = 100
 # Live messages held for a socket still reading its history, at most. Past this they are
 # dropped and read from the database again, so a slow catch-up in a busy room stays bounded.
 MAX_BACKLOG = 1000
 
-
-def _frames_after(room_id: int, after: int, limit: int) -> list[OutFrame]:
-    """Stored messages after `after`, encoded (on a reader thread, off the event loop)."""
-    page = selectors.messages_after(room_id=room_id, after=after, limit=limit)
-    return [OutFrame(m.seq, protocol.encode(protocol.message_frame(m))) for m in page]
+# Taken by a catch-up slice across a turn of the event loop (see CATCH_UP_SLICE).
+catch_up_turns: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
 
 
-def _frames_before(room_id: int, before: int, limit: int) -> list[OutFrame]:
-    """Stored messages before `before`, encoded, oldest first."""
-    page = selectors.messages_before(room_id=room_id, before=before, limit=limit)
-    return [OutFrame(m.seq, protocol.encode(protocol.message_frame(m))) for m in page]
+def _encode(message: MessageRow) -> str:
+    return protocol.encode(protocol.message_frame(message))
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -163,8 +162,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # up to where the live stream starts. Not the latest page now: posts that arrived
             # since the join (already in the backlog) would push older ones out of it, unseen.
             if local.room_id is not None and joined_at > 0:
-                history = await db_read(_frames_before)(
-                    local.room_id, joined_at + 1, protocol.HISTORY_ON_JOIN
+                history = await db_read(selectors.rows_before)(
+                    room_id=local.room_id, before=joined_at + 1, limit=protocol.HISTORY_ON_JOIN
                 )
                 await self.send_stored(history)
         else:
@@ -249,27 +248,34 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not self.close_sent and self.closing is None:
             self.closing = asyncio.ensure_future(self.close(code=code))
 
-    async def send_stored(self, frames: list[OutFrame]) -> None:
-        """Send stored messages this socket has not had yet, in order, at its reader's pace."""
+    async def send_stored(self, messages: Sequence[MessageRow | OutFrame]) -> None:
+        """Send stored messages this socket has not had yet, in order, at its reader's pace.
+
+        Rows are encoded here, a slice at a time, rather than on the reader thread: CPU work
+        on another thread holds the GIL in 5 ms turns the event loop has to wait out.
+        """
         assert self.socket is not None
-        start, size = 0, 0
-        for end, frame in enumerate(frames, 1):
-            size += len(frame.text)
-            if size >= CATCH_UP_SLICE or end == len(frames):
-                await self.socket.drained()
-                fresh = [f for f in frames[start:end] if f.seq > self.last_seq]
+        for start in range(0, len(messages), CATCH_UP_SLICE):
+            await self.socket.drained()
+            async with catch_up_turns.get():
+                fresh = [
+                    m if isinstance(m, OutFrame) else OutFrame(m.seq, _encode(m))
+                    for m in messages[start : start + CATCH_UP_SLICE]
+                    if m.seq > self.last_seq
+                ]
                 if fresh:
                     self.last_seq = fresh[-1].seq
                     self.socket.send(fresh)
-                start, size = end, 0
-                # One socket's catch-up must not hold the event loop for the others.
+                # Hold the turn until the loop has run everything else that is ready.
                 await asyncio.sleep(0)
 
     async def catch_up(self, *, to_seq: int | None = None) -> None:
         """Send the stored messages after `last_seq`, up to `to_seq` (or the latest)."""
         while (to_seq is None or self.last_seq < to_seq) and self.room_id is not None:
             limit = CATCH_UP_PAGE if to_seq is None else min(CATCH_UP_PAGE, to_seq - self.last_seq)
-            page = await db_read(_frames_after)(self.room_id, self.last_seq, limit)
+            page = await db_read(selectors.rows_after)(
+                room_id=self.room_id, after=self.last_seq, limit=limit
+            )
             await self.send_stored(page)
             if len(page) < limit:
                 return
@@ -356,12 +362,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         assert self.socket is not None
         # A client that asks and never reads waits here, not in the server's memory.
         await self.socket.drained()
-        frames: list[OutFrame] = []
+        rows: list[MessageRow] = []
         if self.room_id is not None and request.before is not None:
-            frames = await db_read(_frames_before)(self.room_id, request.before, request.limit)
+            rows = await db_read(selectors.rows_before)(
+                room_id=self.room_id, before=request.before, limit=request.limit
+            )
         elif self.room_id is not None and request.after is not None:
-            frames = await db_read(_frames_after)(self.room_id, request.after, request.limit)
-        texts = [frame.text for frame in frames]
+            rows = await db_read(selectors.rows_after)(
+                room_id=self.room_id, after=request.after, limit=request.limit
+            )
+        texts = [_encode(row) for row in rows]
         self.socket.send_text(
             protocol.history_reply(texts, keep="newest" if request.before else "oldest")
         )

@@ -8,11 +8,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
 from urllib.parse import parse_qs
-
-if TYPE_CHECKING:
-    from chat.models import Message
 
 MAX_MESSAGE_CHARS = 4000
 # Frames larger than this close the socket (1009) instead of being parsed: a chat message
@@ -306,7 +303,22 @@ def format_time(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def message_frame(message: Message) -> MessageFrame:
+class StoredMessage(Protocol):
+    """What a message frame shows: a `chat.models.Message`, or a row of one."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def body(self) -> str: ...
+    @property
+    def author_name(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def client_id(self) -> str | None: ...
+
+
+def message_frame(message: StoredMessage) -> MessageFrame:
     """The frame that shows a stored message to clients."""
     frame: MessageFrame = {
         "type": "message",

@@ -249,9 +249,9 @@ async def test_posts_arriving_while_a_client_joins_are_not_lost_to_its_history(
     # A burst lands between the join and the history read: the history must stop where the
     # live stream started, or the newest page would hide the burst's first messages (this
     # lost 50 messages to a client in a two-process benchmark).
-    real_before = selectors.messages_before
+    real_before = selectors.rows_before
 
-    def burst_then_read(**kwargs: Any) -> list[Message]:
+    def burst_then_read(**kwargs: Any) -> list[selectors.MessageRow]:
         room_id = services.room_get_or_create(name="burst").pk
         for n in range(60):
             services.message_create(
@@ -263,7 +263,7 @@ async def test_posts_arriving_while_a_client_joins_are_not_lost_to_its_history(
     first = await connect("burst")
     await first.send_json_to({"message": "first"})
     await receive(first)
-    monkeypatch.setattr(selectors, "messages_before", burst_then_read)
+    monkeypatch.setattr(selectors, "rows_before", burst_then_read)
     late = await connect("burst")
     # None of the burst was published: the hub's reconcile delivers it, all of it, in order.
     seqs: list[int] = []

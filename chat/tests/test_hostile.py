@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import OperationalError
 
-from chat import consumers, fanout, protocol, services
+from chat import consumers, fanout, protocol, selectors, services
 from chat.models import Message, Room
 from chat.protocol import MAX_FRAME_BYTES
 from chat.testing.ws import ORIGIN, Connect, receive
@@ -333,11 +333,11 @@ async def test_a_handler_that_raises_closes_only_that_socket_and_it_leaves_the_r
 async def test_a_handshake_that_fails_after_joining_leaves_the_room(
     monkeypatch: pytest.MonkeyPatch, layer: str
 ) -> None:
-    def broken(*args: Any) -> list[OutFrame]:
+    def broken(**kwargs: Any) -> list[Any]:
         raise RuntimeError("a bug")
 
     await database_sync_to_async(store_long_messages)("joined", 1)
-    monkeypatch.setattr(consumers, "_frames_before", broken)
+    monkeypatch.setattr(selectors, "rows_before", broken)
     communicator = WebsocketCommunicator(application, "/ws/chat/joined/", headers=[ORIGIN])
     connected, _ = await communicator.connect()
     assert connected
