@@ -14,10 +14,13 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.sessions.models import Session
 from django.db import OperationalError
+from django.test import AsyncClient
 
 from chat import consumers, fanout, protocol, selectors, services
 from chat.models import Message, Room
+from chat.people import GUEST_COOKIE
 from chat.protocol import MAX_FRAME_BYTES
 from chat.testing.ws import ORIGIN, Connect, receive
 from chat.transport import CLOSE_SLOW_READER, AsgiSocket, OutFrame
@@ -394,3 +397,30 @@ class RecordingMember:
         while len(self.seqs) < count:
             self.changed.clear()
             await self.changed.wait()
+
+
+async def test_page_views_store_no_session_and_the_socket_uses_the_pages_guest_name(
+    connect: Connect,
+) -> None:
+    client = AsyncClient()
+    for _ in range(5):  # a scanner that never keeps cookies
+        response = await AsyncClient().get("/chat/lobby/")
+        assert response.status_code == 200
+    response = await client.get("/chat/lobby/")
+    assert await database_sync_to_async(Session.objects.count)() == 0
+    name = response.context["display_name"]
+    assert name.startswith("guest-")
+    # The same browser keeps its name, and its socket posts under it.
+    assert (await client.get("/chat/lobby/")).context["display_name"] == name
+    cookie = f"{GUEST_COOKIE}={client.cookies[GUEST_COOKIE].value}".encode()
+    socket = await connect("lobby", headers=[ORIGIN, (b"cookie", cookie)])
+    await socket.send_json_to({"message": "it is me", "client_id": "me"})
+    frames = await frames_until(socket, lambda f: f["type"] == "message")
+    assert frames[-1]["author"] == name
+
+
+async def test_a_forged_guest_cookie_is_a_fresh_guest(connect: Connect) -> None:
+    socket = await connect("lobby", headers=[ORIGIN, (b"cookie", b"chat_guest=admin")])
+    await socket.send_json_to({"message": "who am I", "client_id": "w"})
+    frames = await frames_until(socket, lambda f: f["type"] == "message")
+    assert frames[-1]["author"].startswith("guest-")
