@@ -133,7 +133,55 @@ CHANNEL_LAYERS = channel_layers_config(env_str("REDIS_URL"))
 # `CHAT_LIMITS=off` lifts every limit and cap (the benchmarks run that way). Counters live in
 # Redis when REDIS_URL is set, so they hold across processes; in the process otherwise.
 CHAT_LIMITS_ENABLED = env_bool("CHAT_LIMITS", default=True)
-CHAT_LIMITS_STORAGE = env_str("REDIS_URL") or "memory://"
+# CHAT_LIMITS_STORAGE moves the counters to a Redis of their own (any redis://, rediss:// or
+# unix:// URL), away from the channel layer's; "memory://" keeps them in each process.
+CHAT_LIMITS_STORAGE = env_str("CHAT_LIMITS_STORAGE") or env_str("REDIS_URL") or "memory://"
+
+
+def _rate(name: str, default: str) -> str:
+    """A rate in `limits` notation ("10/second;50/10seconds"), checked at startup."""
+    from limits import parse_many
+
+    value = env_str(name, default) or default
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a rate such as 10/second or 10/second;50/10seconds"
+        ) from None
+    return value
+
+
+def _cap(name: str, default: int) -> int:
+    """A positive whole number, checked at startup."""
+    value = env_str(name, str(default)) or str(default)
+    if not value.isdigit() or int(value) < 1:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a positive whole number")
+    return int(value)
+
+
+# Posts. Each rate is a burst and a sustained pace. A burst of 10 lets a page send at once the
+# posts it queued while offline; 5 a second over 10 s is beyond anyone typing (a fast typist
+# sends about one short message a second) and stops a script within its first second.
+CHAT_LIMIT_POSTS_PER_PERSON = _rate("CHAT_LIMIT_POSTS_PER_PERSON", "10/second;50/10seconds")
+# An address may be a whole office or campus behind one NAT, so twice a person's; it is what
+# holds a script that takes a fresh guest name for every socket.
+CHAT_LIMIT_POSTS_PER_ADDRESS = _rate("CHAT_LIMIT_POSTS_PER_ADDRESS", "20/second;100/10seconds")
+# History pages (up to 100 messages, one database read each): a reader scrolling back asks for
+# one a second or so.
+CHAT_LIMIT_HISTORY_PER_PERSON = _rate("CHAT_LIMIT_HISTORY_PER_PERSON", "5/second;60/minute")
+CHAT_LIMIT_HISTORY_PER_ADDRESS = _rate("CHAT_LIMIT_HISTORY_PER_ADDRESS", "20/second;240/minute")
+# WebSocket handshakes (a room lookup and a session each). After a server restart every tab
+# behind a NAT reconnects at once: 30 at once, then 5 a second.
+CHAT_LIMIT_HANDSHAKES_PER_ADDRESS = _rate(
+    "CHAT_LIMIT_HANDSHAKES_PER_ADDRESS", "30/second;300/minute"
+)
+# Rooms are rows kept for good: a person starts a few; a script enumerating names is stopped.
+CHAT_LIMIT_NEW_ROOMS_PER_ADDRESS = _rate("CHAT_LIMIT_NEW_ROOMS_PER_ADDRESS", "10/minute;60/hour")
+# Open sockets at once (caps, not rates). A person has a tab or two per room and a few rooms;
+# an address may be a NAT. Each idle socket costs the server ~30 KB.
+CHAT_MAX_SOCKETS_PER_ADDRESS = _cap("CHAT_MAX_SOCKETS_PER_ADDRESS", 50)
+CHAT_MAX_SOCKETS_PER_PERSON = _cap("CHAT_MAX_SOCKETS_PER_PERSON", 20)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -76,11 +77,23 @@ class RedisServer:
         return self
 
     def stop(self) -> None:
-        """Stop the server and wait for it to exit."""
+        """Stop the server (frozen or not) and wait for it to exit."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            # A frozen server handles the SIGTERM only once it runs again.
+            self.process.send_signal(signal.SIGCONT)
             self.process.wait(timeout=10)
         self.process = None
+
+    def freeze(self) -> None:
+        """Suspend the server (SIGSTOP): connections still open, but nothing is answered."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen server run again (SIGCONT)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
 
 _shared: RedisServer | None = None
