@@ -225,10 +225,13 @@ class Throttle:
         return refused
 
     async def socket_closed(self, *, socket_id: str, person: str, address: str) -> None:
-        """Stop counting a socket that socket_opened counted (given the same person, address)."""
-        if self.sockets.pop(socket_id, None) is None:
+        """Stop counting a socket that socket_opened counted (a no-op for any other)."""
+        # The keys it was counted under, whatever the caller passes now: a mismatch must not
+        # leave a socket counted for good (in memory nothing expires).
+        keys = self.sockets.pop(socket_id, None)
+        if keys is None:
             return
-        address_key, person_key = self.caps_keys(person=person, address=address)
+        address_key, person_key = keys
         if self.redis is None:
             for key in (address_key, person_key):
                 self.counted[key].discard(socket_id)
