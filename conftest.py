@@ -13,6 +13,7 @@ from django.test import override_settings
 from chat.db import readers
 from chat.fanout import hubs
 from chat.testing.redis_server import RedisUnavailable, shared_redis_url
+from chat.throttle import throttles
 from chat.writer import writers
 from mysite.settings import channel_layers_config
 
@@ -42,7 +43,7 @@ async def layer(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     with override_settings(CHANNEL_LAYERS=channel_layers_config(url)):
         yield request.param
         # Stop this loop's hub and writer, and leave no groups or channels behind.
-        for service in (hubs.pop(), writers.pop()):
+        for service in (hubs.pop(), writers.pop(), throttles.pop()):
             if service is not None:
                 await service.close()
         await get_channel_layer().flush()
@@ -54,3 +55,12 @@ async def layer(request: pytest.FixtureRequest) -> AsyncIterator[str]:
 def _known_hosts(settings: Any) -> None:
     """The same ALLOWED_HOSTS whatever the developer's environment says."""
     settings.ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
+
+
+@pytest.fixture(autouse=True)
+def _limits_off(settings: Any) -> None:
+    """Rate limits off, as in the benchmarks: tests of other behaviours post in bursts.
+
+    The tests of the limits themselves (chat/tests/test_limits.py) turn them back on.
+    """
+    settings.CHAT_LIMITS_ENABLED = False

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from chat.people import Person, person_for_scope
 from chat.protocol import ErrorCode, ProtocolError
 from chat.runtime import PerLoop
 from chat.selectors import MessageRow
+from chat.throttle import FloodGuard, Refused, throttles
 from chat.transport import (
     SCOPE_KEY,
     AsgiSocket,
@@ -60,6 +62,8 @@ MAX_BACKLOG = 1000
 
 # Taken by a catch-up slice across a turn of the event loop (see CATCH_UP_SLICE).
 catch_up_turns: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
+# Sockets closed whose caps are still being released (strong references to the tasks).
+_releasing: set[asyncio.Future[None]] = set()
 
 
 def _encode(message: MessageRow) -> str:
@@ -74,6 +78,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     room_name: str
     person: Person
+    # The client's address (daphne's --proxy-headers puts the forwarded one here) and this
+    # socket's id for the per-address and per-person caps (chat/throttle.py).
+    address: str
+    socket_id: str | None = None
+    flood: FloodGuard
     # The room as this process's hub holds it (its id, once it has messages).
     local: LocalRoom | None = None
     # The last sequence number this socket was sent.
@@ -136,6 +145,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.room_name = self.scope["url_route"]["kwargs"]["room_name"]
         self.server_send = self.scope.get(SCOPE_KEY, self.base_send)
         self.person = person_for_scope(self.scope)
+        client = self.scope.get("client")
+        self.address = client[0] if client else "unknown"
+        self.flood = FloodGuard()
+        if not await self.admitted():
+            return
         query = self.scope.get("query_string", b"")
         resume_error = None
         try:
@@ -177,6 +191,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # No await since drain_backlog's last check: nothing can slip into the backlog unseen.
         self.live = True
 
+    async def admitted(self) -> bool:
+        """Check the handshake rate and the socket caps; refuse the socket past them."""
+        throttle = throttles.get()
+        if not throttle.enabled:
+            return True
+        refused = await throttle.handshake(address=self.address)
+        if refused is None:
+            socket_id = secrets.token_hex(8)
+            refused = await throttle.socket_opened(
+                socket_id=socket_id, person=self.person.key, address=self.address
+            )
+            if refused is None:
+                self.socket_id = socket_id
+                return True
+        # Accepted only to say why, in a frame a browser can read (a refused handshake is a
+        # bare HTTP 403), then closed with 4429: the client waits before coming back.
+        await self.accept()
+        error = protocol.error_frame(_rate_limited(refused, "Too many connections"))
+        await self.send(text_data=protocol.encode(error))
+        await self.close(code=protocol.CLOSE_RATE_LIMITED)
+        return False
+
     async def drain_backlog(self) -> None:
         """Send what the hub delivered while this socket was reading its history."""
         while self.backlog or self.backlog_overflowed:
@@ -209,6 +245,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.socket.close()
         if self.writable is not None:
             self.writable.set()
+        if self.socket_id is not None:
+            release = asyncio.ensure_future(
+                throttles.get().socket_closed(
+                    socket_id=self.socket_id, person=self.person.key, address=self.address
+                )
+            )
+            _releasing.add(release)
+            release.add_done_callback(_releasing.discard)
+            self.socket_id = None
 
     def deliver(self, frames: list[OutFrame], payload: bytes | None) -> None:
         """From the hub: the room's next messages (and their bytes joined, under daphne)."""
@@ -314,10 +359,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Close the socket (once), and take no more frames from it."""
         if not self.close_sent:
             self.close_sent = True
+            if self.socket is not None:
+                await self.socket.flush()
             await super().close(code=code, reason=reason)
 
     async def post(self, frame: protocol.PostMessage) -> None:
         """Queue the message for storing; the writer acknowledges it, then broadcasts it."""
+        throttle = throttles.get()
+        if throttle.enabled:
+            refused = await throttle.post(person=self.person.key, address=self.address)
+            if refused is None and self.room_id is None:
+                refused = await throttle.new_room(address=self.address)
+            if refused is not None:
+                await self.refuse(_rate_limited(refused, "Too many posts"), frame.client_id)
+                return
         if self.in_flight >= MAX_IN_FLIGHT:
             # Stop reading this socket until the writer catches up with it.
             self.writable = asyncio.Event()
@@ -342,6 +397,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.writable.set()
             self.writable = None
         if isinstance(outcome, services.Stored):
+            if self.local is not None and self.local.room_id is None:
+                # The room's first message created it: every socket of the room here knows.
+                self.local.room_id = outcome.message.room_id
             if client_id is not None and self.socket is not None:
                 seq = outcome.message.seq
                 ack: protocol.AckFrame = {"type": "ack", "client_id": client_id, "seq": seq}
@@ -360,6 +418,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def history(self, request: protocol.HistoryRequest) -> None:
         """Answer a history request with a page of stored messages, cut to the frame limit."""
         assert self.socket is not None
+        throttle = throttles.get()
+        if throttle.enabled:
+            refused = await throttle.history(person=self.person.key, address=self.address)
+            if refused is not None:
+                await self.refuse(_rate_limited(refused, "Too many history requests"), None)
+                return
         # A client that asks and never reads waits here, not in the server's memory.
         await self.socket.drained()
         rows: list[MessageRow] = []
@@ -376,10 +440,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
             protocol.history_reply(texts, keep="newest" if request.before else "oldest")
         )
 
+    async def refuse(self, error: ProtocolError, client_id: str | None) -> None:
+        """Answer a rate-limited frame; close a socket that keeps sending regardless."""
+        self.send_error(error, client_id=client_id)
+        if self.flood.refused():
+            await self.close(code=protocol.CLOSE_RATE_LIMITED)
+
     def send_error(self, error: ProtocolError, *, client_id: str | None = None) -> None:
         """Tell this socket (and no one else) why its frame was refused."""
         if self.socket is not None:
             self.socket.send_text(protocol.encode(protocol.error_frame(error, client_id=client_id)))
+
+
+def _rate_limited(refused: Refused, what: str) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.RATE_LIMITED,
+        f"{what} ({refused.limit}); try again in {refused.retry_after:.1f} s.",
+        retry_after=refused.retry_after,
+    )
 
 
 class RefuseConsumer(AsyncWebsocketConsumer):

@@ -48,6 +48,8 @@ CATCH_UP_LOW_WATER = SLOW_READER_LIMIT // 4
 CATCH_UP_DRAIN_TIMEOUT = 30.0
 # Twisted's producer slot on the transport is daphne's, so draining is polled at this period.
 DRAIN_POLL = 0.005
+# A close waits this long at most for the frames queued before it (a reader may not read).
+FLUSH_TIMEOUT = 5.0
 # Closes a socket under a plain ASGI server whose reader fell SLOW_READER_LIMIT behind (under
 # daphne the connection is aborted instead: a close frame would queue behind the backlog).
 CLOSE_SLOW_READER = 4008
@@ -120,6 +122,9 @@ class Socket(Protocol):
     def buffered(self) -> int:
         """Bytes sent that the reader has not taken yet."""
 
+    async def flush(self) -> None:
+        """Wait (briefly) until what is queued is handed to the server, before a close."""
+
     def close(self) -> None:
         """Stop sending; drop whatever is queued."""
 
@@ -191,6 +196,9 @@ class DirectSocket:
             + getattr(transport, "_tempDataLen", 0)
         )
 
+    async def flush(self) -> None:
+        """Nothing to wait for: frames are in Twisted's buffer, ahead of any close frame."""
+
     def close(self) -> None:
         """Nothing to drop: Twisted owns the buffer, and closes it with the connection."""
 
@@ -257,6 +265,11 @@ class AsgiSocket:
     def buffered(self) -> int:
         """Characters queued and not yet handed to the server."""
         return self.pending
+
+    async def flush(self) -> None:
+        """Wait until the outbox is handed to the server, so a close frame comes after it."""
+        if self.task is not None and not self.task.done() and self.task is not _current_task():
+            await asyncio.wait([self.task], timeout=FLUSH_TIMEOUT)
 
     def close(self) -> None:
         """Drop the outbox; send nothing more."""
