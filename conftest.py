@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
+from django.db import connections
 from django.test import override_settings
 
-from chat.db import readers
+from chat.db import db_sync_to_async, readers
 from chat.fanout import hubs
 from chat.testing.redis_server import RedisUnavailable, shared_redis_url
 from chat.throttle import throttles
@@ -47,7 +48,9 @@ async def layer(request: pytest.FixtureRequest) -> AsyncIterator[str]:
             if service is not None:
                 await service.close()
         await get_channel_layer().flush()
-        # The reader threads' connections, so the test database can be flushed or dropped.
+        # The connections the chat keeps open (chat/db.py), on the writer's thread and the
+        # readers': PostgreSQL refuses to drop a test database while a session is connected.
+        await db_sync_to_async(connections.close_all)()
         readers.close_connections()
 
 

@@ -138,7 +138,7 @@ class Hub:
         # rooms subscribed on the first unread forever (seen under load, fixed by this lock).
         async with self.starting:
             if self.channel is None:
-                self.channel = await self.layer.new_channel(prefix="chat-hub.")
+                self.channel = await _layer_call(self.layer.new_channel(prefix="chat-hub."))
                 self.tasks = [
                     asyncio.create_task(self._receive_loop(), name="chat-hub-receive"),
                     asyncio.create_task(self._reconcile_loop(), name="chat-hub-reconcile"),

@@ -171,7 +171,9 @@ def _parse_history(data: dict[str, Any]) -> HistoryRequest:
     before, after = data.get("before"), data.get("after")
     if (before is None) == (after is None):
         raise ProtocolError(ErrorCode.BAD_HISTORY, "Give exactly one of `before` and `after`.")
-    limit = data.get("limit", HISTORY_ON_JOIN)
+    limit = data.get("limit")
+    if limit is None:  # absent, or null: the default page
+        limit = HISTORY_ON_JOIN
     for name, value, low in (("before", before, 1), ("after", after, 0), ("limit", limit, 1)):
         if value is not None and not _is_int_at_least(value, low):
             raise ProtocolError(ErrorCode.BAD_HISTORY, f"`{name}` must be an integer ≥ {low}.")

@@ -22,19 +22,17 @@ import contextlib
 import json
 import math
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypeAlias, TypeVar, get_args, get_origin, get_type_hints
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import connections
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chat import protocol
-from chat.db import db_sync_to_async
 from chat.models import Message
 from chat.protocol import (
     HISTORY_ON_JOIN,
@@ -63,22 +61,6 @@ ERROR_CODES = frozenset(code for name, code in vars(ErrorCode).items() if name.i
 FUZZ = settings(
     deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_rate_limits(settings: Any) -> None:
-    """The fuzz is about what a frame holds; rate limits would refuse its many posts."""
-    settings.CHAT_LIMITS_ENABLED = False
-
-
-@pytest.fixture(autouse=True)
-async def _close_writer_connection() -> AsyncIterator[None]:
-    """After the test, close the connection the writer keeps open on its thread (chat/db.py).
-
-    PostgreSQL refuses to drop a test database while a session is connected to it.
-    """
-    yield
-    await db_sync_to_async(connections.close_all)()
 
 
 # --- what the attacker sends -----------------------------------------------------------------

@@ -110,6 +110,8 @@ def test_durability_suite_on_postgresql() -> None:
             "--create-db",
             "chat/tests/test_sequences.py",
             "chat/tests/test_durability.py",
+            "chat/tests/test_hostile.py",
+            "chat/tests/test_fuzz.py",
             "-k",
             "not redis",
         ],
