@@ -47,7 +47,7 @@ def new_guest_name() -> str:
 def person_for(user: AbstractBaseUser | AnonymousUser | None, cookies: Mapping[str, str]) -> Person:
     """Name whoever sends with this user (maybe anonymous) and these cookies."""
     if user is not None and user.is_authenticated:
-        return Person(user=user, name=user.get_username())  # type: ignore[arg-type]
+        return Person(user=user, name=user.get_username())
     name = _guest_from_cookie(cookies.get(GUEST_COOKIE))
     if name is None:
         return Person(user=None, name=new_guest_name(), new_guest=True)

@@ -23,7 +23,7 @@ from chat.models import Message, Room
 from chat.people import GUEST_COOKIE
 from chat.protocol import MAX_FRAME_BYTES
 from chat.testing.ws import ORIGIN, Connect, receive
-from chat.transport import CLOSE_SLOW_READER, AsgiSocket, OutFrame
+from chat.transport import CLOSE_SLOW_READER, AsgiSocket, DirectSocket, OutFrame
 from chat.writer import Failed, Outcome, PostWriter, writers
 from mysite.asgi import application
 
@@ -382,7 +382,7 @@ class RecordingMember:
     """A hub member that keeps the sequence numbers it is handed."""
 
     def __init__(self) -> None:
-        self.direct = None
+        self.direct: DirectSocket | None = None
         self.seqs: list[int] = []
         self.changed = asyncio.Event()
 
