@@ -25,6 +25,8 @@ class DaphneServer:
         default_factory=lambda: Path(tempfile.mkdtemp(prefix="chat-server-")) / "chat.sqlite3"
     )
     process: subprocess.Popen[bytes] | None = None
+    # More environment for the server (CHAT_LIMITS=off, say), over the defaults below.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -37,6 +39,7 @@ class DaphneServer:
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DATABASE_URL": f"sqlite:///{self.database}",
             "REDIS_URL": self.redis_url,
+            **self.extra_env,
         }
 
     @property
@@ -94,6 +97,16 @@ class DaphneServer:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.process = None
+
+    def rss(self) -> int:
+        """The daphne process's resident memory now, in bytes (VmRSS in /proc, Linux)."""
+        assert self.process is not None, "the server is not running"
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                kilobytes = int(line.split()[1])
+                return kilobytes * 1024
+        raise RuntimeError(f"no VmRSS for process {self.process.pid}")
 
     def stored(self, room: str) -> list[tuple[int, str]]:
         """(seq, text) of every message the server stored in a room, in order."""
