@@ -316,10 +316,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def catch_up(self, *, to_seq: int | None = None) -> None:
         """Send the stored messages after `last_seq`, up to `to_seq` (or the latest)."""
-        while (to_seq is None or self.last_seq < to_seq) and self.room_id is not None:
+        room_id = await self.stored_room_id()
+        while (to_seq is None or self.last_seq < to_seq) and room_id is not None:
             limit = CATCH_UP_PAGE if to_seq is None else min(CATCH_UP_PAGE, to_seq - self.last_seq)
             page = await db_read(selectors.rows_after)(
-                room_id=self.room_id, after=self.last_seq, limit=limit
+                room_id=room_id, after=self.last_seq, limit=limit
             )
             await self.send_stored(page)
             if len(page) < limit:
@@ -327,8 +328,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     @property
     def room_id(self) -> int | None:
-        """The room's id in the database; None until it has a message."""
+        """The room's id in the database, as far as this process knows; None before."""
         return self.local.room_id if self.local is not None else None
+
+    async def stored_room_id(self) -> int | None:
+        """The room's id, from the database if this process has not heard of it yet.
+
+        A room's first message, posted in another process, reaches this one's hub through
+        Redis a moment later (or at the reconcile, if Redis is out); the database knows now.
+        """
+        if self.local is not None and self.local.room_id is None:
+            positions = await db_read(selectors.rooms_positions)(names=[self.room_name])
+            if self.room_name in positions and self.local.room_id is None:
+                self.local.room_id = positions[self.room_name][0]
+        return self.room_id
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Handle one frame from the browser."""
@@ -427,13 +440,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # A client that asks and never reads waits here, not in the server's memory.
         await self.socket.drained()
         rows: list[MessageRow] = []
-        if self.room_id is not None and request.before is not None:
+        room_id = await self.stored_room_id()
+        if room_id is not None and request.before is not None:
             rows = await db_read(selectors.rows_before)(
-                room_id=self.room_id, before=request.before, limit=request.limit
+                room_id=room_id, before=request.before, limit=request.limit
             )
-        elif self.room_id is not None and request.after is not None:
+        elif room_id is not None and request.after is not None:
             rows = await db_read(selectors.rows_after)(
-                room_id=self.room_id, after=request.after, limit=request.limit
+                room_id=room_id, after=request.after, limit=request.limit
             )
         texts = [_encode(row) for row in rows]
         self.socket.send_text(

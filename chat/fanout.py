@@ -91,6 +91,8 @@ class Hub:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     starting: asyncio.Lock = field(default_factory=asyncio.Lock)
     unsubscribing: asyncio.Future[None] | None = None
+    # Rooms whose group this hub failed to leave (Redis was out): left again at a reconcile.
+    leaving: set[str] = field(default_factory=set)
 
     async def join(self, member: Member, *, room_name: str) -> LocalRoom:
         """Add a socket to a room, subscribing this process to the room's group if needed.
@@ -221,7 +223,7 @@ class Hub:
             for room in self.rooms.values()
             if room.empty_since is not None and now - room.empty_since >= IDLE_ROOM_LINGER
         ]
-        if idle and (self.unsubscribing is None or self.unsubscribing.done()):
+        if (idle or self.leaving) and (self.unsubscribing is None or self.unsubscribing.done()):
             # Apart from delivery: leaving groups waits on Redis, which may be down.
             self.unsubscribing = asyncio.ensure_future(self._unsubscribe_all(idle))
 
@@ -246,6 +248,8 @@ class Hub:
             await self._fill(room, to_seq=last_seq)
 
     async def _unsubscribe_all(self, rooms: list[LocalRoom]) -> None:
+        for name in list(self.leaving):
+            await self._leave_again(name)
         for room in rooms:
             try:
                 await self._unsubscribe(room)
@@ -258,7 +262,28 @@ class Hub:
                 return
             del self.rooms[room.name]
             assert self.channel is not None
-            await _layer_call(self.layer.group_discard(group_name(room.name), self.channel))
+            try:
+                await _layer_call(self.layer.group_discard(group_name(room.name), self.channel))
+            except Exception:
+                # channels-redis forgets the group before its unsubscribe fails, while redis-py
+                # keeps the subscription and renews it when Redis is back: leave it again later.
+                self.leaving.add(room.name)
+                raise
+
+    async def _leave_again(self, name: str) -> None:
+        """Retry leaving a room's group whose unsubscribe failed (unless it was rejoined)."""
+        async with self.subscriptions:
+            if name not in self.rooms:
+                assert self.channel is not None
+                group = group_name(name)
+                try:
+                    # Known to the layer again, so that discarding it unsubscribes for real.
+                    await _layer_call(self.layer.group_add(group, self.channel))
+                    await _layer_call(self.layer.group_discard(group, self.channel))
+                except Exception as error:
+                    logger.warning("leaving the group of room %s failed again: %r", name, error)
+                    return
+            self.leaving.discard(name)
 
     async def close(self) -> None:
         """Stop receiving and leave every group (for tests and orderly shutdown)."""

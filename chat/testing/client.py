@@ -18,6 +18,9 @@ from typing import Any
 
 import websockets
 
+# Errors after which a post may succeed if sent again (docs/protocol.md).
+RETRYABLE = frozenset({"rate_limited", "not_stored"})
+
 
 @dataclass
 class ResumingClient:
@@ -97,7 +100,27 @@ class ResumingClient:
             self.pending.pop(frame["client_id"], None)
         elif frame["type"] == "synced":
             self.synced_to = max(self.synced_to or 0, frame["last_seq"])
+        elif frame["type"] == "error":
+            self._refused(frame)
         self.changed.set()
+
+    def _refused(self, error: dict[str, Any]) -> None:
+        """As the browser does: resend a post refused for now, drop one refused for good."""
+        client_id = error.get("client_id")
+        if client_id not in self.pending:
+            return
+        if error["code"] in RETRYABLE:
+            text = self.pending[client_id]
+            delay = error.get("retry_after", 1.0)
+            asyncio.get_running_loop().call_later(
+                delay, lambda: asyncio.ensure_future(self._resend(client_id, text))
+            )
+        else:
+            del self.pending[client_id]
+
+    async def _resend(self, client_id: str, text: str) -> None:
+        if client_id in self.pending:
+            await self._send_post(client_id, text)
 
     def _accept(self, message: dict[str, Any]) -> None:
         self.order.append(message["seq"])

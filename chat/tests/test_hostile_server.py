@@ -4,7 +4,7 @@ Each test replays a finding of the security review the way the attacker played i
 measures what it cost everyone else: the server's memory, a bystander's acks and deliveries,
 the Redis subscriptions the process keeps. Rate limits are off (`CHAT_LIMITS=off`), so what is
 tested is the structure, not a limit that happens to come first. The last two tests are defects
-found while writing the others, marked xfail (strict) until they are fixed."""
+found while writing the others."""
 
 from __future__ import annotations
 
@@ -504,12 +504,6 @@ async def test_idle_rooms_hold_up_no_delivery_while_redis_is_out(
         await client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: ChatConsumer.history answers from the hub's room id, which in a process "
-    "other than the poster's stays None until the room's first batch comes through Redis or "
-    "the reconcile reads it",
-)
 async def test_a_history_request_in_another_process_right_after_a_rooms_first_post(
     server: DaphneServer, own_redis: RedisServer
 ) -> None:
@@ -538,12 +532,6 @@ async def test_a_history_request_in_another_process_right_after_a_rooms_first_po
         other.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a group the hub fails to leave while Redis is down is forgotten by the hub "
-    "and by channels-redis, but redis-py's PubSub still lists it and subscribes it again on "
-    "reconnecting: the process stays subscribed until someone joins the room again",
-)
 async def test_rooms_left_idle_during_a_redis_outage_are_unsubscribed_after_it(
     server: DaphneServer, own_redis: RedisServer
 ) -> None:
