@@ -4,7 +4,6 @@ import os
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
-from channels.security.websocket import AllowedHostsOriginValidator
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
@@ -13,14 +12,14 @@ django_asgi_app = get_asgi_application()
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chat.transport import ServerSendMiddleware  # noqa: E402
+from mysite.origin import SiteOriginValidator  # noqa: E402
 
 application = ServerSendMiddleware(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(
-                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-            ),
+            # Only a page served by this site may open a socket (mysite/origin.py).
+            "websocket": SiteOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )
 )

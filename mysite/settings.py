@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from mysite.env import env_bool, env_list, env_str
@@ -29,20 +30,88 @@ ALLOWED_HOSTS = env_list(
     "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
 )
 
+
+# --- HTTPS and security headers (docs/deployment.md#https-and-security-headers) ---------------
+# DJANGO_HTTPS=1 says browsers reach the site over TLS (usually nginx in front of daphne). Off by
+# default: a plain-HTTP run (runserver, the test servers) must not be redirected to https.
+_https = env_bool("DJANGO_HTTPS", default=False)
+
+
+def trusted_origins(hosts: list[str], *, https: bool) -> list[str]:
+    """The site's origins, one per allowed host: what CSRF and the WebSocket check trust."""
+    scheme = "https" if https else "http"
+    # "*" names no origin (same-origin requests still pass); ".example.com" is every subdomain.
+    return [
+        f"{scheme}://*{host}" if host.startswith(".") else f"{scheme}://{host}"
+        for host in hosts
+        if host not in {"", "*"}
+    ]
+
+
+CSRF_TRUSTED_ORIGINS = env_list(
+    "DJANGO_CSRF_TRUSTED_ORIGINS", default=trusted_origins(ALLOWED_HOSTS, https=_https)
+)
+
+_ONE_YEAR_S = 365 * 24 * 60 * 60
+_hsts_seconds = env_str("DJANGO_HSTS_SECONDS") or str(_ONE_YEAR_S)
+if not _hsts_seconds.isdigit():
+    raise ImproperlyConfigured(f"DJANGO_HSTS_SECONDS={_hsts_seconds!r} is not a whole number")
+
+SECURE_SSL_REDIRECT = _https
+# nginx says which scheme the browser used (proxy_set_header X-Forwarded-Proto $scheme); only
+# trusted when DJANGO_HTTPS=1, because only then is a proxy known to set it.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if _https else None
+SESSION_COOKIE_SECURE = _https
+CSRF_COOKIE_SECURE = _https
+SECURE_HSTS_SECONDS = int(_hsts_seconds) if _https else 0
+# Both bind every subdomain (preload: for good, via the browsers' lists): the operator's call.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", default=False)
+# ...so `check --deploy` does not warn that we left them to the operator.
+SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
+
+# Django's defaults, stated so the whole policy reads in one place.
+SESSION_COOKIE_HTTPONLY = True  # no script ever needs the session cookie
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# django-csp 4 format. No page has inline script or style (tests: chat/tests/test_views.py,
+# mysite/tests/test_security.py); the pages' JSON data blocks (json_script) are not executed,
+# so script-src 'self' allows them.
+CONTENT_SECURITY_POLICY: dict[str, Any] = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        # base.html's favicon is `data:,` (it spares a /favicon.ico request that would 404).
+        "img-src": [SELF, "data:"],
+        # mysite/content_policy.py adds the page's own ws:// or wss:// origin per request:
+        # browsers before Chrome 71 and Safari 16 do not count it as 'self'.
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
 INSTALLED_APPS = [
     # daphne first: its runserver replaces Django's so that it serves WebSockets too.
     "daphne",
-    "django.contrib.admin",
+    # django.contrib.admin, with its login throttled (mysite/admin_throttle.py).
+    "mysite.apps.SiteAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "csp",
     "chat",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "mysite.content_policy.ContentPolicyMiddleware",
     # Serves /static/ under daphne without a separate web server (see docs/deployment.md).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -182,6 +251,13 @@ CHAT_LIMIT_NEW_ROOMS_PER_ADDRESS = _rate("CHAT_LIMIT_NEW_ROOMS_PER_ADDRESS", "10
 # an address may be a NAT. Each idle socket costs the server ~30 KB.
 CHAT_MAX_SOCKETS_PER_ADDRESS = _cap("CHAT_MAX_SOCKETS_PER_ADDRESS", 50)
 CHAT_MAX_SOCKETS_PER_PERSON = _cap("CHAT_MAX_SOCKETS_PER_PERSON", 20)
+
+# --- Admin login throttle (mysite/admin_throttle.py) ------------------------------------------
+# Failed logins to /admin/login/ allowed per client address and per username; past them every
+# attempt is refused with 429 until the window moves on. Five a minute is more than anyone
+# mistyping a password needs, and holds a guesser to 7,200 tries a day at one username, from
+# however many addresses. CHAT_LIMITS=off lifts it.
+CHAT_LIMIT_ADMIN_LOGIN = _rate("CHAT_LIMIT_ADMIN_LOGIN", "5/minute")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
