@@ -32,6 +32,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -85,7 +86,7 @@ class WorkerPlan:
 
     scenario: Scenario
     clients: list[ClientSpec]
-    origin: str
+    origin: str | None  # None: each client sends its own server's origin (page_origin)
     quiet_s: float
     max_wait_s: float
     connect_timeout_s: float
@@ -143,11 +144,18 @@ class ScenarioResult:
 # --- one client -------------------------------------------------------------------------
 
 
-async def open_socket(url: str, origin: str, open_timeout: float) -> ClientConnection:
+def page_origin(url: str) -> str:
+    """The Origin a browser sends for a page served where `url` (ws:// or wss://) points."""
+    parts = urlsplit(url)
+    return f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.netloc}"
+
+
+async def open_socket(url: str, origin: str | None, open_timeout: float) -> ClientConnection:
     """Open one bench WebSocket the way every bench client does (raises if refused)."""
     return await connect(
         url,
-        origin=origin,  # type: ignore[arg-type]
+        # The server accepts only its own origin (scheme, host and port): mysite/origin.py.
+        origin=origin or page_origin(url),  # type: ignore[arg-type]
         compression=None,  # daphne does not negotiate it; be explicit
         open_timeout=open_timeout,
         ping_interval=None,  # idle clients must not add traffic of their own
@@ -441,7 +449,7 @@ def receive_report(conn: Connection, deadline: float, what: str) -> tuple[str, o
 def run_scenario(
     scenario: Scenario,
     urls: Sequence[str],
-    origin: str,
+    origin: str | None,
     *,
     processes: int = 1,
     quiet_s: float = 5.0,
@@ -543,7 +551,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one scenario against a server that is already running."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", action="append", required=True, help="ws://127.0.0.1:PORT")
-    parser.add_argument("--origin", help="Origin header (default: http://<host:port of --url>)")
+    parser.add_argument(
+        "--origin", help="Origin header (default: http://<host:port> of each client's --url)"
+    )
     parser.add_argument("--kind", choices=["blast", "paced", "idle"], default="blast")
     parser.add_argument("--rooms", type=int, default=1)
     parser.add_argument("--clients", type=int, default=100, help="per room, sender included")
@@ -555,7 +565,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     raise_fd_limit()
     urls = [url.rstrip("/") for url in args.url]
-    origin = args.origin or "http://" + urls[0].split("://", 1)[1]
     scenario = Scenario(
         kind=args.kind,
         rooms=args.rooms,
@@ -564,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate=args.rate if args.kind == "paced" else 0.0,
         hold=args.hold,
     )
-    result = run_scenario(scenario, urls, origin, processes=args.processes, quiet_s=args.quiet)
+    result = run_scenario(scenario, urls, args.origin, processes=args.processes, quiet_s=args.quiet)
     print(format_result(result))
     if result.connect_error:
         print(f"first connect failure: {result.connect_error}")
