@@ -53,7 +53,6 @@ from bench.run import (  # noqa: E402
     daphnes,
     log_tail,
     migrate,
-    origin_for,
     own_redis,
     progress,
     server_env,
@@ -193,7 +192,7 @@ async def read_until_synced(ws: ClientConnection) -> int:
             return int(frame["last_seq"])
 
 
-async def seed(url: str, origin: str, count: int) -> None:
+async def seed(url: str, origin: str | None, count: int) -> None:
     """Post `count` messages to a fresh room, SEED_BURST at a time, each burst's acks awaited.
 
     Raises RuntimeError unless the acks number the posts 1..count in the order sent.
@@ -239,7 +238,7 @@ class QuietUser:
         self.posts = 0
 
     @classmethod
-    async def join(cls, url: str, origin: str) -> QuietUser:
+    async def join(cls, url: str, origin: str | None) -> QuietUser:
         """Connect to a fresh room and read its (empty) history."""
         ws = await open_socket(f"{url}?sync=1", origin, CONNECT_TIMEOUT_S)
         await read_until_synced(ws)
@@ -294,7 +293,7 @@ class Refused(Exception):
     """The server refused a looping client's handshake."""
 
 
-async def catch_up_once(url: str, origin: str, catch_ups: CatchUps) -> None:
+async def catch_up_once(url: str, origin: str | None, catch_ups: CatchUps) -> None:
     """Connect with `?after=0`, read until `synced`, check seq 1..expected, close."""
     started = time.monotonic()
     try:
@@ -338,7 +337,9 @@ async def catch_up_once(url: str, origin: str, catch_ups: CatchUps) -> None:
         await ws.close()
 
 
-async def _loop_catch_ups(url: str, origin: str, catch_ups: CatchUps, conn: Connection) -> None:
+async def _loop_catch_ups(
+    url: str, origin: str | None, catch_ups: CatchUps, conn: Connection
+) -> None:
     """Say ready; on "go" loop every client until "stop"; then report what they received."""
     conn.send(("ready", None))
     loop = asyncio.get_running_loop()
@@ -366,7 +367,7 @@ async def _loop_catch_ups(url: str, origin: str, catch_ups: CatchUps, conn: Conn
     conn.send(("result", catch_ups))
 
 
-def loader_main(url: str, origin: str, catch_ups: CatchUps, conn: Connection) -> None:
+def loader_main(url: str, origin: str | None, catch_ups: CatchUps, conn: Connection) -> None:
     """Entry point of the looping clients' process."""
     run_worker(_loop_catch_ups(url, origin, catch_ups, conn), conn)
 
@@ -388,7 +389,7 @@ ISSUE = Knobs()
 
 
 async def measure(
-    base_url: str, origin: str, cpu_probe: Callable[[], float], knobs: Knobs = ISSUE
+    base_url: str, origin: str | None, cpu_probe: Callable[[], float], knobs: Knobs = ISSUE
 ) -> FairnessResult:
     """Seed, then the quiet user alone, then beside the looping clients."""
     idle_s, load_s, clients, messages = knobs.idle_s, knobs.load_s, knobs.clients, knobs.messages
@@ -447,7 +448,7 @@ def run_on_project(env: dict[str, str], workdir: Path, knobs: Knobs = ISSUE) -> 
     try:
         with daphnes(target, env, workdir) as servers:
             warm_up(servers)
-            return asyncio.run(measure(servers.urls[0], origin_for(servers), servers.cpu, knobs))
+            return asyncio.run(measure(servers.urls[0], None, servers.cpu, knobs))
     except (RuntimeError, OSError, TimeoutError, WorkerFailed, WebSocketException) as error:
         progress(f"fairness: FAILED: {error}\n{log_tail(workdir, target.name)}")
         return FairnessResult(error=str(error).splitlines()[0] if str(error) else repr(error))

@@ -377,18 +377,13 @@ def daphnes(target: Target, env: dict[str, str], workdir: Path) -> Iterator[Daph
         yield Daphnes(processes, ports)
 
 
-def origin_for(servers: Daphnes) -> str:
-    """An Origin header whose host is in DJANGO_ALLOWED_HOSTS."""
-    return f"http://{HOST}:{servers.ports[0]}"
-
-
 def warm_up(servers: Daphnes) -> None:
     """One small exchange first: imports, URL resolvers and Redis connections are lazy.
 
     It also proves the target answers (Origin accepted, route matched) before it is measured.
     """
     check = Scenario("blast", rooms=1, clients=2 * len(servers.ports), messages=10)
-    result = run_scenario(check, servers.urls, origin_for(servers), quiet_s=5.0)
+    result = run_scenario(check, servers.urls, None, quiet_s=5.0)
     if result.connect_failures or result.lost:
         detail = result.connect_error or f"lost {result.lost} of {result.expected}"
         raise RuntimeError(f"warm-up failed: {detail}")
@@ -418,7 +413,7 @@ def run_one(scenario: Scenario, target: Target, servers: Daphnes, options: Optio
     result = run_scenario(
         scenario,
         servers.urls,
-        origin_for(servers),
+        None,
         processes=options.client_processes,
         quiet_s=options.quiet_s,
         on_connected=on_connected,

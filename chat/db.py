@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -67,9 +68,16 @@ class _Readers:
     """Single-thread executors, used in turn, whose connections can be closed one by one."""
 
     def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._start()
+        # A forked child (ChannelsLiveServerTestCase's server, say) inherits the executors but
+        # not their threads, and would queue every read forever: it gets executors of its own.
+        os.register_at_fork(after_in_child=self._start)
+
+    def _start(self) -> None:
         self.executors = [
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"chat-db-read-{n}")
-            for n in range(threads)
+            for n in range(self.threads)
         ]
         self.turn = itertools.cycle(self.executors)
 

@@ -153,7 +153,9 @@ def _database() -> dict[str, Any]:
     # Tests get their own, explicitly named database: never the development one, and a file
     # (ChannelsLiveServerTestCase refuses in-memory SQLite, and its server is another process).
     if config["ENGINE"] == "django.db.backends.sqlite3":
-        config["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+        # CHAT_TEST_DB_NAME lets two test runs share a checkout without sharing a database.
+        test_name = env_str("CHAT_TEST_DB_NAME") or str(BASE_DIR / "test_db.sqlite3")
+        config["TEST"] = {"NAME": test_name}
         config.setdefault("OPTIONS", {}).update(
             {
                 # Writers queue for the lock (up to 20 s) instead of failing with "database is
