@@ -1,15 +1,11 @@
 """The chat WebSocket consumer: one socket in one room, from handshake to close.
 
-It parses each frame (chat/protocol.py), hands posts to the process's group-commit writer
-(chat/writer.py) and answers the sender. Every socket is sent its room's stored messages in
-sequence order, each exactly once: first the history (or everything after `?after=N`) read from
-the database, then the live messages the process's hub (chat/fanout.py) hands it. While the
-history is being read the hub's messages are held back in `backlog`; afterwards those the
-history already covered are skipped.
-
-Everything it sends goes through one `Socket` (chat/transport.py) under one slow-reader limit.
-Whatever a client sends, a failure in a handler closes only that socket (4011), and the socket
-always leaves its room.
+It parses each frame (chat/protocol.py), checks the limits (chat/throttle.py), dispatches it —
+a post to the process's group-commit writer (chat/writer.py), a history request to the
+database — and answers the sender. What the socket is sent of its room, and in which order, is
+its `MessageStream`'s job (chat/stream.py); everything it sends goes through one `Socket`
+(chat/transport.py) under one slow-reader limit. Whatever a client sends, a failure in a
+handler closes only that socket (4011), and the socket always leaves its room.
 """
 
 from __future__ import annotations
@@ -18,20 +14,19 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Sequence
 from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from chat import protocol, selectors, services
+from chat import protocol, selectors, services, stream
 from chat.db import db_read
 from chat.fanout import LocalRoom, hubs
 from chat.people import Person, person_for_scope
 from chat.protocol import ErrorCode, ProtocolError
-from chat.runtime import PerLoop
 from chat.selectors import MessageRow
+from chat.stream import MessageStream
 from chat.throttle import FloodGuard, Refused, throttles
 from chat.transport import (
     SCOPE_KEY,
@@ -48,26 +43,11 @@ from chat.writer import Failed, Outcome, RoomGone, writers
 
 logger = logging.getLogger(__name__)
 
-# Catch-up after a reconnect is read in pages of this many messages.
-CATCH_UP_PAGE = 200
-# ...and encoded and written in slices of this many, one slice per turn of the event loop for
-# the whole process: however many sockets catch up at once, everyone else's frames wait for at
-# most one slice (docs/benchmarks.md, "Fair catch-up").
-CATCH_UP_SLICE = 50
 # Posts of one socket waiting to be stored, at most; beyond, its frames wait to be read.
 MAX_IN_FLIGHT = 100
-# Live messages held for a socket still reading its history, at most. Past this they are
-# dropped and read from the database again, so a slow catch-up in a busy room stays bounded.
-MAX_BACKLOG = 1000
 
-# Taken by a catch-up slice across a turn of the event loop (see CATCH_UP_SLICE).
-catch_up_turns: PerLoop[asyncio.Lock] = PerLoop(asyncio.Lock)
 # Sockets closed whose caps are still being released (strong references to the tasks).
 _releasing: set[asyncio.Future[None]] = set()
-
-
-def _encode(message: MessageRow) -> str:
-    return protocol.encode(protocol.message_frame(message))
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -85,16 +65,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     flood: FloodGuard
     # The room as this process's hub holds it (its id, once it has messages).
     local: LocalRoom | None = None
-    # The last sequence number this socket was sent.
-    last_seq: int = 0
-    # Until the history is sent, the hub's deliveries wait here.
-    live: bool = False
-    backlog: list[OutFrame]
-    backlog_overflowed: bool = False
+    # What this socket is sent of its room, in order.
+    stream: MessageStream
     # Where frames go; the daphne connection itself too, when there is one.
     socket: Socket | None = None
     direct: DirectSocket | None = None
-    resyncing: asyncio.Future[None] | None = None
     # Posts handed to the writer and not yet stored; past MAX_IN_FLIGHT the socket waits.
     in_flight: int = 0
     writable: asyncio.Event | None = None
@@ -113,7 +88,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
-        self.backlog = []
+        self.stream = MessageStream(self.rows_after)
         try:
             while True:
                 await self.dispatch(await receive())
@@ -142,7 +117,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         """Join the room, accept, send the history or the missed messages, then go live."""
-        self.room_name = self.scope["url_route"]["kwargs"]["room_name"]
+        self.room_name = self.stream.room_name = self.scope["url_route"]["kwargs"]["room_name"]
         self.server_send = self.scope.get(SCOPE_KEY, self.base_send)
         self.person = person_for_scope(self.scope)
         client = self.scope.get("client")
@@ -164,6 +139,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.direct = direct_socket(self.server_send)
         self.socket = self.direct or AsgiSocket(self.server_send)
+        self.stream.attach(self.socket)
         if resume_error is not None:
             self.send_error(resume_error)
         if after is not None and after > joined_at:
@@ -179,17 +155,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 history = await db_read(selectors.rows_before)(
                     room_id=local.room_id, before=joined_at + 1, limit=protocol.HISTORY_ON_JOIN
                 )
-                await self.send_stored(history)
+                await self.stream.send_stored(history)
         else:
-            self.last_seq = after
-            await self.catch_up()
-        await self.drain_backlog()
+            self.stream.resume_after(after)
+            await self.stream.catch_up()
         if protocol.wants_synced(query):
-            synced: protocol.SyncedFrame = {"type": "synced", "last_seq": self.last_seq}
+            await self.stream.drain_backlog()
+            synced: protocol.SyncedFrame = {"type": "synced", "last_seq": self.stream.last_seq}
             self.socket.send_text(protocol.encode(synced))
-            await self.drain_backlog()
-        # No await since drain_backlog's last check: nothing can slip into the backlog unseen.
-        self.live = True
+        await self.stream.go_live()
 
     async def admitted(self) -> bool:
         """Check the handshake rate and the socket caps; refuse the socket past them."""
@@ -213,23 +187,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.close(code=protocol.CLOSE_RATE_LIMITED)
         return False
 
-    async def drain_backlog(self) -> None:
-        """Send what the hub delivered while this socket was reading its history."""
-        while self.backlog or self.backlog_overflowed:
-            if self.backlog_overflowed:
-                self.backlog_overflowed = False
-                await self.catch_up()
-                continue
-            backlog, self.backlog = self.backlog, []
-            if backlog[0].seq > self.last_seq + 1:
-                await self.catch_up(to_seq=backlog[0].seq - 1)
-            await self.send_stored(backlog)
-
-    async def resync(self) -> None:
-        """Fill a gap from the database, then take live deliveries again."""
-        await self.drain_backlog()
-        self.live = True
-
     async def disconnect(self, code: int) -> None:
         """Leave the room (`__call__` makes sure of it, whatever ended the socket)."""
         self.leave()
@@ -239,8 +196,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.local is not None:
             hubs.get().leave(self, room_name=self.room_name)
             self.local = None
-        if self.resyncing is not None:
-            self.resyncing.cancel()
+        self.stream.close()
         if self.socket is not None:
             self.socket.close()
         if self.writable is not None:
@@ -256,32 +212,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.socket_id = None
 
     def deliver(self, frames: list[OutFrame], payload: bytes | None) -> None:
-        """From the hub: the room's next messages (and their bytes joined, under daphne)."""
-        if not self.live:
-            if len(self.backlog) + len(frames) <= MAX_BACKLOG:
-                self.backlog.extend(frames)
-            else:
-                self.backlog.clear()
-                self.backlog_overflowed = True
-            return
-        if frames[0].seq != self.last_seq + 1:
-            # Not exactly the next ones (this socket's own catch-up ran ahead): keep the new.
-            frames = [frame for frame in frames if frame.seq > self.last_seq]
-            payload = None
-            if not frames:
-                return
-            if frames[0].seq > self.last_seq + 1:
-                # The hub hands out consecutive messages, so this should not happen; if it
-                # does, the database has what is missing: go back to catching up.
-                logger.warning("socket in room %s missed messages; catching up", self.room_name)
-                self.live = False
-                self.backlog.extend(frames)
-                # In a task of its own: the hub must not wait on one socket's database read.
-                self.resyncing = asyncio.ensure_future(self.resync())
-                return
-        self.last_seq = frames[-1].seq
-        assert self.socket is not None
-        self.socket.send(frames, payload)
+        """From the hub: the room's next messages, for this socket's stream."""
+        self.stream.deliver(frames, payload)
 
     def room_gone(self) -> None:
         """From the hub: the room was deleted. Close, so the client starts afresh."""
@@ -293,38 +225,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not self.close_sent and self.closing is None:
             self.closing = asyncio.ensure_future(self.close(code=code))
 
-    async def send_stored(self, messages: Sequence[MessageRow | OutFrame]) -> None:
-        """Send stored messages this socket has not had yet, in order, at its reader's pace.
-
-        Rows are encoded here, a slice at a time, rather than on the reader thread: CPU work
-        on another thread holds the GIL in 5 ms turns the event loop has to wait out.
-        """
-        assert self.socket is not None
-        for start in range(0, len(messages), CATCH_UP_SLICE):
-            await self.socket.drained()
-            async with catch_up_turns.get():
-                fresh = [
-                    m if isinstance(m, OutFrame) else OutFrame(m.seq, _encode(m))
-                    for m in messages[start : start + CATCH_UP_SLICE]
-                    if m.seq > self.last_seq
-                ]
-                if fresh:
-                    self.last_seq = fresh[-1].seq
-                    self.socket.send(fresh)
-                # Hold the turn until the loop has run everything else that is ready.
-                await asyncio.sleep(0)
-
-    async def catch_up(self, *, to_seq: int | None = None) -> None:
-        """Send the stored messages after `last_seq`, up to `to_seq` (or the latest)."""
+    async def rows_after(self, after: int, limit: int) -> list[MessageRow]:
+        """For the stream: stored messages of this room after `after` (none before it exists)."""
         room_id = await self.stored_room_id()
-        while (to_seq is None or self.last_seq < to_seq) and room_id is not None:
-            limit = CATCH_UP_PAGE if to_seq is None else min(CATCH_UP_PAGE, to_seq - self.last_seq)
-            page = await db_read(selectors.rows_after)(
-                room_id=room_id, after=self.last_seq, limit=limit
-            )
-            await self.send_stored(page)
-            if len(page) < limit:
-                return
+        if room_id is None:
+            return []
+        return await db_read(selectors.rows_after)(room_id=room_id, after=after, limit=limit)
 
     @property
     def room_id(self) -> int | None:
@@ -449,7 +355,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             rows = await db_read(selectors.rows_after)(
                 room_id=room_id, after=request.after, limit=request.limit
             )
-        texts = [_encode(row) for row in rows]
+        texts = [stream.encode(row) for row in rows]
         self.socket.send_text(
             protocol.history_reply(texts, keep="newest" if request.before else "oldest")
         )
