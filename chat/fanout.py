@@ -31,10 +31,10 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 
 from chat import protocol, selectors
 from chat.db import db_read
+from chat.events import Batch, read_batch
 from chat.rooms import group_name
 from chat.runtime import PerLoop
 from chat.transport import DirectSocket, OutFrame, joined_payload
-from chat.writer import BATCH_EVENT
 
 logger = logging.getLogger(__name__)
 
@@ -151,21 +151,22 @@ class Hub:
         while True:
             event = await self.layer.receive(self.channel)
             try:
-                if event.get("type") == BATCH_EVENT:
-                    await self._on_batch(event)
+                batch = read_batch(event)
+                if batch is not None:
+                    await self._on_batch(batch)
             except Exception:
                 logger.exception("delivering a batch failed; the reconciler will catch up")
 
-    async def _on_batch(self, event: dict[str, Any]) -> None:
-        room = self.rooms.get(event["room"])
+    async def _on_batch(self, batch: Batch) -> None:
+        room = self.rooms.get(batch.room)
         if room is None or room.ready is None or not room.ready.done():
             return  # not (yet) subscribed here: a joining socket reads the database instead
         if room.room_id is None and room.last_seq == 0:
-            room.room_id = event["room_id"]  # the room's first messages: now it has an id
-        if event["room_id"] != room.room_id:
+            room.room_id = batch.room_id  # the room's first messages: now it has an id
+        if batch.room_id != room.room_id:
             return  # a deleted room of the same name: the reconcile sorts it out
         async with room.lock:
-            messages: list[list[Any]] = event["messages"]
+            messages = batch.messages
             if messages and messages[0][0] > room.last_seq + 1:
                 await self._fill(room, to_seq=messages[0][0] - 1)
             fresh = [OutFrame(seq, text) for seq, text in messages if seq > room.last_seq]

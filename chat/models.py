@@ -6,8 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from chat.protocol import MAX_CLIENT_ID_CHARS
 from chat.rooms import ROOM_NAME_MAX_LENGTH
+from chat.sizes import MAX_CLIENT_ID_CHARS
 
 
 class Room(models.Model):
@@ -49,7 +49,8 @@ class Message(models.Model):
     )
 
     class Meta:
-        ordering = ["room", "seq"]
+        # By the room's id, not "room" (which sorts by the room's name through a JOIN).
+        ordering = ["room_id", "seq"]
         constraints = [
             # Also the index behind "latest N" and "after seq" queries.
             models.UniqueConstraint(fields=["room", "seq"], name="chat_message_room_seq"),

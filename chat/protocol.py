@@ -11,11 +11,11 @@ from datetime import datetime
 from typing import Any, Literal, NotRequired, Protocol, TypedDict
 from urllib.parse import parse_qs
 
-MAX_MESSAGE_CHARS = 4000
-# Frames larger than this close the socket (1009) instead of being parsed: a chat message
+from chat.sizes import MAX_CLIENT_ID_CHARS, MAX_MESSAGE_CHARS
+
+# Frames larger than this close the socket (4009) instead of being parsed: a chat message
 # at its longest, JSON-escaped, fits comfortably, and nobody else pays for a giant frame.
 MAX_FRAME_BYTES = 64 * 1024
-MAX_CLIENT_ID_CHARS = 64
 # A joining client gets this many of the latest messages; history requests get at most MAX.
 HISTORY_ON_JOIN = 50
 HISTORY_MAX = 100

@@ -62,7 +62,10 @@ def messages_create(posts: list[NewPost]) -> list[Stored | None]:
         client_ids = {post.client_id for post in posts if post.client_id is not None}
         known: dict[tuple[int, str | None], Message] = {}
         if client_ids:
-            stored = Message.objects.filter(room_id__in=list(by_id), client_id__in=client_ids)
+            # No ORDER BY: any order will do for a lookup.
+            stored = Message.objects.filter(
+                room_id__in=list(by_id), client_id__in=client_ids
+            ).order_by()
             known = {(m.room_id, m.client_id): m for m in stored}
         for post in posts:
             room = by_id.get(post.room_id) if post.room_id is not None else by_name[post.room_name]

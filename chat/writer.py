@@ -26,13 +26,12 @@ from django.db import InterfaceError, OperationalError
 
 from chat import protocol, services
 from chat.db import db_sync_to_async
+from chat.events import batch_event
 from chat.rooms import group_name
 from chat.runtime import PerLoop
 
 logger = logging.getLogger(__name__)
 
-# The channel-layer event that carries a batch of one room's new messages between processes.
-BATCH_EVENT = "chat.batch"
 # Posts per transaction at most; more wait for the next one.
 MAX_BATCH = 500
 # A publish that takes longer than this (Redis frozen, say) is given up: the message is stored
@@ -69,8 +68,8 @@ class _Queued:
     poster: Poster
 
 
-# Stored messages on their way to the channel layer: room (name, id) → [[seq, frame], ...].
-Fresh = dict[tuple[str, int], list[list[int | str]]]
+# Stored messages on their way to the channel layer: room (name, id) → [(seq, frame), ...].
+Fresh = dict[tuple[str, int], list[tuple[int, str]]]
 
 
 def _transient(error: BaseException) -> bool:
@@ -138,7 +137,7 @@ class PostWriter:
             if isinstance(outcome, services.Stored) and outcome.created:
                 message = outcome.message
                 frame = protocol.encode(protocol.message_frame(message))
-                fresh[queued.room_name, message.room_id].append([message.seq, frame])
+                fresh[queued.room_name, message.room_id].append((message.seq, frame))
         if fresh:
             self.outbox.put_nowait(fresh)
 
@@ -184,10 +183,7 @@ class PostWriter:
         layer = get_channel_layer()
         sends = [
             asyncio.wait_for(
-                layer.group_send(
-                    group_name(room),
-                    {"type": BATCH_EVENT, "room": room, "room_id": room_id, "messages": items},
-                ),
+                layer.group_send(group_name(room), batch_event(room, room_id, items)),
                 PUBLISH_TIMEOUT,
             )
             for (room, room_id), items in fresh.items()

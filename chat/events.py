@@ -1,0 +1,57 @@
+"""The one event that travels between processes: a batch of a room's newly stored messages.
+
+The writer (chat/writer.py) builds it after a commit and publishes it to the room's group; every
+process's hub (chat/fanout.py) reads it. The channel layer serialises it (msgpack under Redis),
+so it holds only plain types: each message is `[seq, frame text]`, the frame encoded once by the
+writer for every socket of every process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypedDict
+
+BATCH_EVENT: Final = "chat.batch"
+
+
+class BatchEvent(TypedDict):
+    """`chat.batch`: stored messages of one room, consecutive and in sequence order."""
+
+    type: Literal["chat.batch"]
+    room: str
+    room_id: int
+    messages: list[list[int | str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A batch event as the hub reads it."""
+
+    room: str
+    room_id: int
+    messages: list[tuple[int, str]]
+
+
+def batch_event(room: str, room_id: int, messages: list[tuple[int, str]]) -> BatchEvent:
+    """The event that carries `messages` ((seq, frame text), in order) of a room."""
+    return {
+        "type": BATCH_EVENT,
+        "room": room,
+        "room_id": room_id,
+        "messages": [[seq, text] for seq, text in messages],
+    }
+
+
+def read_batch(event: dict[str, Any]) -> Batch | None:
+    """The batch an event carries, or None if it is not one (or not well formed)."""
+    if event.get("type") != BATCH_EVENT:
+        return None
+    room, room_id, messages = event.get("room"), event.get("room_id"), event.get("messages")
+    if not (isinstance(room, str) and isinstance(room_id, int) and isinstance(messages, list)):
+        return None
+    pairs: list[tuple[int, str]] = []
+    for item in messages:
+        if not (len(item) == 2 and isinstance(item[0], int) and isinstance(item[1], str)):
+            return None
+        pairs.append((item[0], item[1]))
+    return Batch(room, room_id, pairs)
