@@ -48,7 +48,6 @@ class RecordingSocket:
         return None
 
 
-
 class Database:
     """Stored rows 1..N, readable as the consumer's rows_after reads them."""
 
