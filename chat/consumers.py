@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 # Posts of one socket waiting to be stored, at most; beyond, its frames wait to be read.
 MAX_IN_FLIGHT = 100
+# Typing frames closer together than TYPING_INTERVAL by less than this are still accepted:
+# timers in a browser's background tab, and the network, are not exact.
+TYPING_LEEWAY = 0.5
 
 # Sockets closed whose caps are still being released (strong references to the tasks).
 _releasing: set[asyncio.Future[None]] = set()
@@ -61,7 +64,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # The client's address (daphne's --proxy-headers puts the forwarded one here) and this
     # socket's id for the per-address and per-person caps (chat/throttle.py).
     address: str
-    socket_id: str | None = None
+    socket_id: str = ""
+    # True once the socket counts against its address's and person's caps.
+    counted: bool = False
+    # When this socket last said its person is typing (loop time), to hold it to the pace.
+    typed_at: float = float("-inf")
     flood: FloodGuard
     # The room as this process's hub holds it (its id, once it has messages).
     local: LocalRoom | None = None
@@ -120,6 +127,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.room_name = self.stream.room_name = self.scope["url_route"]["kwargs"]["room_name"]
         self.server_send = self.scope.get(SCOPE_KEY, self.base_send)
         self.person = person_for_scope(self.scope)
+        self.socket_id = secrets.token_hex(8)
         client = self.scope.get("client")
         self.address = client[0] if client else "unknown"
         self.flood = FloodGuard()
@@ -172,12 +180,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return True
         refused = await throttle.handshake(address=self.address)
         if refused is None:
-            socket_id = secrets.token_hex(8)
             refused = await throttle.socket_opened(
-                socket_id=socket_id, person=self.person.key, address=self.address
+                socket_id=self.socket_id, person=self.person.key, address=self.address
             )
             if refused is None:
-                self.socket_id = socket_id
+                self.counted = True
                 return True
         # Accepted only to say why, in a frame a browser can read (a refused handshake is a
         # bare HTTP 403), then closed with 4429: the client waits before coming back.
@@ -201,7 +208,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.socket.close()
         if self.writable is not None:
             self.writable.set()
-        if self.socket_id is not None:
+        if self.counted:
+            self.counted = False
             release = asyncio.ensure_future(
                 throttles.get().socket_closed(
                     socket_id=self.socket_id, person=self.person.key, address=self.address
@@ -209,11 +217,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             _releasing.add(release)
             release.add_done_callback(_releasing.discard)
-            self.socket_id = None
 
     def deliver(self, frames: list[OutFrame], payload: bytes | None) -> None:
         """From the hub: the room's next messages, for this socket's stream."""
         self.stream.deliver(frames, payload)
+
+    def typing(self, name: str, *, sender: str) -> None:
+        """From the hub: someone in the room is typing (never told to the typist's own socket)."""
+        if sender != self.socket_id and self.stream.live and self.socket is not None:
+            frame: protocol.TypingFrame = {"type": "typing", "name": name}
+            self.socket.send_text(protocol.encode(frame))
+
+    async def typing_started(self) -> None:
+        """Tell the room this socket's person is typing: at most once per TYPING_INTERVAL."""
+        now = asyncio.get_running_loop().time()
+        wait = self.typed_at + protocol.TYPING_INTERVAL - TYPING_LEEWAY - now
+        if wait > 0:
+            error = ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"At most one typing frame per {protocol.TYPING_INTERVAL:.0f} s.",
+                retry_after=wait,
+            )
+            await self.refuse(error, None)
+            return
+        self.typed_at = now
+        writers.get().publish_typing(self.room_name, self.person.name, sender=self.socket_id)
 
     def room_gone(self) -> None:
         """From the hub: the room was deleted. Close, so the client starts afresh."""
@@ -271,8 +299,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if isinstance(frame, protocol.PostMessage):
             await self.post(frame)
-        else:
+        elif isinstance(frame, protocol.HistoryRequest):
             await self.history(frame)
+        else:
+            await self.typing_started()
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Close the socket (once), and take no more frames from it."""

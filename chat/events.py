@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, TypedDict
 
 BATCH_EVENT: Final = "chat.batch"
+TYPING_EVENT: Final = "chat.typing"
 
 
 class BatchEvent(TypedDict):
@@ -40,6 +41,39 @@ def batch_event(room: str, room_id: int, messages: list[tuple[int, str]]) -> Bat
         "room_id": room_id,
         "messages": [[seq, text] for seq, text in messages],
     }
+
+
+class TypingEvent(TypedDict):
+    """`chat.typing`: a person in a room is typing; `sender` is the socket not to tell."""
+
+    type: Literal["chat.typing"]
+    room: str
+    name: str
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """A typing event as the hub reads it."""
+
+    room: str
+    name: str
+    sender: str
+
+
+def typing_event(room: str, name: str, sender: str) -> TypingEvent:
+    """The event that tells a room's other sockets that `name` is typing."""
+    return {"type": TYPING_EVENT, "room": room, "name": name, "sender": sender}
+
+
+def read_typing(event: dict[str, Any]) -> Typing | None:
+    """The typing notice an event carries, or None if it is not one."""
+    if event.get("type") != TYPING_EVENT:
+        return None
+    room, name, sender = event.get("room"), event.get("name"), event.get("sender")
+    if not (isinstance(room, str) and isinstance(name, str) and isinstance(sender, str)):
+        return None
+    return Typing(room, name, sender)
 
 
 def read_batch(event: dict[str, Any]) -> Batch | None:

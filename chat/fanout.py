@@ -31,7 +31,7 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 
 from chat import protocol, selectors
 from chat.db import db_read
-from chat.events import Batch, read_batch
+from chat.events import Batch, Typing, read_batch, read_typing
 from chat.rooms import group_name
 from chat.runtime import PerLoop
 from chat.transport import DirectSocket, OutFrame, joined_payload
@@ -59,6 +59,9 @@ class Member(Protocol):
 
     def deliver(self, frames: list[OutFrame], payload: bytes | None) -> None:
         """Take the room's next messages (`payload`: their bytes joined, under daphne)."""
+
+    def typing(self, name: str, *, sender: str) -> None:
+        """Someone in the room is typing (`sender`: the typist's socket, not to be told)."""
 
     def room_gone(self) -> None:
         """The room was deleted: close the socket."""
@@ -154,6 +157,10 @@ class Hub:
                 batch = read_batch(event)
                 if batch is not None:
                     await self._on_batch(batch)
+                    continue
+                typing = read_typing(event)
+                if typing is not None:
+                    self._on_typing(typing)
             except Exception:
                 logger.exception("delivering a batch failed; the reconciler will catch up")
 
@@ -172,6 +179,14 @@ class Hub:
             fresh = [OutFrame(seq, text) for seq, text in messages if seq > room.last_seq]
             if fresh and fresh[0].seq == room.last_seq + 1:
                 await self._deliver(room, fresh)
+
+    def _on_typing(self, typing: Typing) -> None:
+        room = self.rooms.get(typing.room)
+        for member in tuple(room.members) if room is not None else ():
+            try:
+                member.typing(typing.name, sender=typing.sender)
+            except Exception:
+                logger.exception("telling a socket in room %s of typing failed", typing.room)
 
     async def _deliver(self, room: LocalRoom, frames: list[OutFrame]) -> None:
         """Hand consecutive frames, following room.last_seq, to every member of the room."""

@@ -19,6 +19,8 @@ MAX_FRAME_BYTES = 64 * 1024
 # A joining client gets this many of the latest messages; history requests get at most MAX.
 HISTORY_ON_JOIN = 50
 HISTORY_MAX = 100
+# A client says it is typing at most this often (seconds); others show it for a little longer.
+TYPING_INTERVAL = 3.0
 
 # Close codes (docs/protocol.md). autobahn, under daphne, refuses any application close code
 # outside 1000 and 3000–4999, so the server's own reasons are all 4xxx.
@@ -83,10 +85,16 @@ class HistoryRequest:
     limit: int
 
 
-ClientFrame = PostMessage | HistoryRequest
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """`{"type": "typing"}`: this socket's person is typing (sent at most every 3 s)."""
+
+
+ClientFrame = PostMessage | HistoryRequest | Typing
 
 _POST_FIELDS = frozenset({"type", "message", "client_id"})
 _HISTORY_FIELDS = frozenset({"type", "before", "after", "limit"})
+_TYPING_FIELDS = frozenset({"type"})
 
 
 def parse_client_frame(text: str) -> ClientFrame:
@@ -104,6 +112,9 @@ def parse_client_frame(text: str) -> ClientFrame:
         return _parse_post(data)
     if frame_type == "history":
         return _parse_history(data)
+    if frame_type == "typing":
+        _reject_unknown_fields(data, _TYPING_FIELDS)
+        return Typing()
     if not isinstance(frame_type, str):
         raise ProtocolError(ErrorCode.BAD_FRAME, "`type` must be a string.")
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"Unknown frame type {frame_type[:40]!r}.")
@@ -269,7 +280,14 @@ class ErrorFrame(TypedDict):
     retry_after: NotRequired[float]
 
 
-ServerFrame = MessageFrame | AckFrame | HistoryFrame | SyncedFrame | ErrorFrame
+class TypingFrame(TypedDict):
+    """Someone else in the room is typing; show it for a few seconds unless it comes again."""
+
+    type: Literal["typing"]
+    name: str
+
+
+ServerFrame = MessageFrame | AckFrame | HistoryFrame | SyncedFrame | ErrorFrame | TypingFrame
 
 
 def encode(frame: ServerFrame) -> str:

@@ -26,7 +26,7 @@ from django.db import InterfaceError, OperationalError
 
 from chat import protocol, services
 from chat.db import db_sync_to_async
-from chat.events import batch_event
+from chat.events import batch_event, typing_event
 from chat.rooms import group_name
 from chat.runtime import PerLoop
 
@@ -90,6 +90,8 @@ class PostWriter:
     task: asyncio.Task[None] | None = None
     outbox: asyncio.Queue[Fresh] = field(default_factory=asyncio.Queue)
     publisher: asyncio.Task[None] | None = None
+    # Typing notices being published (strong references to their tasks).
+    notices: set[asyncio.Future[None]] = field(default_factory=set)
 
     def submit(self, room_name: str, post: services.NewPost, poster: Poster) -> None:
         """Queue a post for the next batch; `poster` hears the outcome, before the broadcast.
@@ -193,6 +195,22 @@ class PostWriter:
             if isinstance(outcome, BaseException):
                 # Stored and acknowledged already: every process's reconciler will deliver it.
                 logger.warning("publishing to room %s failed: %r", room, outcome)
+
+    def publish_typing(self, room: str, name: str, *, sender: str) -> None:
+        """Tell every process's sockets in `room` (but `sender`) that `name` is typing.
+
+        Nothing is stored and nothing waits: a notice that is lost is simply not shown.
+        """
+        layer = get_channel_layer()
+        send = layer.group_send(group_name(room), typing_event(room, name, sender))
+        task = asyncio.ensure_future(asyncio.wait_for(send, PUBLISH_TIMEOUT))
+        self.notices.add(task)
+        task.add_done_callback(self._notice_sent)
+
+    def _notice_sent(self, task: asyncio.Future[None]) -> None:
+        self.notices.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.debug("a typing notice was not published: %r", task.exception())
 
     async def close(self) -> None:
         """Stop the tasks; posts still queued are dropped (their senders resend them)."""

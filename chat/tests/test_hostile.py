@@ -393,6 +393,9 @@ class RecordingMember:
     def room_gone(self) -> None:
         self.seqs.append(-1)
 
+    def typing(self, name: str, *, sender: str) -> None:
+        return None
+
     async def has(self, count: int) -> None:
         while len(self.seqs) < count:
             self.changed.clear()

@@ -10,6 +10,10 @@ const composer = document.querySelector("#composer");
 const status = document.querySelector("#connection-status");
 const older = document.querySelector("#load-older");
 const empty = document.querySelector("#empty-room");
+const typingLine = document.querySelector("#typing");
+// A typing notice shows this long unless it comes again (clients send one every 3 s).
+const TYPING_SHOWN_MS = 5000;
+const typists = new Map(); // name → timer that forgets them
 
 const STATE_LABELS = {
   connecting: "Connecting…",
@@ -47,6 +51,12 @@ function stickToBottom(change) {
 }
 
 function showMessage(message) {
+  // Whoever posted has stopped typing.
+  if (typists.has(message.author)) {
+    clearTimeout(typists.get(message.author));
+    typists.delete(message.author);
+    showTyping();
+  }
   // Rows stay in sequence order whatever order they arrive in; pending posts stay last.
   const row = messageRow(message);
   let before = log.querySelector(".msg.pending, .msg.notice:last-child");
@@ -86,6 +96,32 @@ function showSynced() {
   document.body.dataset.synced = "true";
 }
 
+function showTyping() {
+  const names = Array.from(typists.keys());
+  if (names.length === 0) {
+    typingLine.textContent = "";
+  } else if (names.length === 1) {
+    typingLine.textContent = `${names[0]} is typing…`;
+  } else if (names.length <= 3) {
+    typingLine.textContent = `${names.slice(0, -1).join(", ")} and ${names.at(-1)} are typing…`;
+  } else {
+    typingLine.textContent = "Several people are typing…";
+  }
+  document.body.dataset.typing = names.join(",");
+}
+
+function someoneTyping(name) {
+  clearTimeout(typists.get(name));
+  typists.set(
+    name,
+    setTimeout(() => {
+      typists.delete(name);
+      showTyping();
+    }, TYPING_SHOWN_MS),
+  );
+  showTyping();
+}
+
 function forgetMessages() {
   log.querySelectorAll(".msg[data-seq]").forEach((row) => row.remove());
   older.hidden = true;
@@ -105,6 +141,7 @@ const chat = new ChatConnection(`${scheme}://${window.location.host}/ws/chat/${r
   onError: showError,
   onSynced: showSynced,
   onReset: forgetMessages,
+  onTyping: someoneTyping,
 });
 
 function sendTyped() {
@@ -122,6 +159,11 @@ composer.addEventListener("submit", (event) => {
   sendTyped();
 });
 submit.addEventListener("click", sendTyped);
+input.addEventListener("input", () => {
+  if (input.value.trim()) {
+    chat.typing();
+  }
+});
 older.addEventListener("click", () => chat.loadOlder());
 input.focus();
 chat.start();

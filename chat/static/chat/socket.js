@@ -6,6 +6,8 @@
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const HISTORY_PAGE = 50;
+// At most one typing notice per this many ms (the server refuses them closer together).
+const TYPING_EVERY_MS = 3000;
 // Close codes (docs/protocol.md) that change how the client reconnects.
 const CLOSE_RATE_LIMITED = 4429; // wait longer before coming back
 const CLOSE_ROOM_GONE = 4404; // the room's history is gone: start afresh
@@ -33,9 +35,10 @@ export class ChatConnection {
    * @param {(lastSeq: number) => void} handlers.onSynced  the history (or catch-up) is complete
    * @param {() => void} handlers.onReset  the room was deleted: forget every message shown
    */
-  constructor(baseUrl, { onMessage, onPending, onState, onError, onSynced, onReset }) {
+  constructor(baseUrl, { onMessage, onPending, onState, onError, onSynced, onReset, onTyping }) {
     this.baseUrl = baseUrl;
-    this.handlers = { onMessage, onPending, onState, onError, onSynced, onReset };
+    this.handlers = { onMessage, onPending, onState, onError, onSynced, onReset, onTyping };
+    this.typedAt = 0;
     this.socket = null;
     this.attempt = 0;
     this.seqs = new Set();
@@ -79,6 +82,15 @@ export class ChatConnection {
     this.transmit({ type: "message", message: text, client_id: clientId });
   }
 
+  /** Say this person is typing: sent at most once per TYPING_EVERY_MS, never queued. */
+  typing() {
+    const now = Date.now();
+    if (now - this.typedAt >= TYPING_EVERY_MS) {
+      this.typedAt = now;
+      this.transmit({ type: "typing" });
+    }
+  }
+
   /** Ask for the page of messages before the oldest one held. */
   loadOlder() {
     if (this.oldestSeq > 1) {
@@ -120,6 +132,9 @@ export class ChatConnection {
         break;
       case "error":
         this.refused(frame);
+        break;
+      case "typing":
+        this.handlers.onTyping(frame.name);
         break;
       default:
         break;

@@ -1,0 +1,62 @@
+"""Two people in one room, each in a browser of their own: they see each other type."""
+
+from channels.testing import ChannelsLiveServerTestCase
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.wait import WebDriverWait
+
+from chat.testing.browser import LiveChatServerMixin, chromium
+
+WAIT = 10
+
+
+class TwoPeopleTests(LiveChatServerMixin, ChannelsLiveServerTestCase):
+    serve_static = True
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        try:
+            cls.alice = chromium()
+            cls.bob = chromium()
+        except BaseException:
+            super().tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.alice.quit()
+        cls.bob.quit()
+        super().tearDownClass()
+
+    def open_room(self, driver: WebDriver, room: str) -> str:
+        """Open a room and wait until its socket is live; return the name the page shows."""
+        driver.get(f"{self.live_server_url}/chat/{room}/")
+        WebDriverWait(driver, WAIT).until(
+            lambda d: d.execute_script("return document.body.dataset.synced") == "true"
+        )
+        return str(driver.find_element(By.CSS_SELECTOR, ".me").text)
+
+    def test_typing_shows_to_the_other_and_expires_by_itself(self) -> None:
+        alice_name = self.open_room(self.alice, "typing")
+        self.open_room(self.bob, "typing")
+        self.alice.find_element(By.CSS_SELECTOR, "#chat-message-input").send_keys("hel")
+        typing = self.bob.find_element(By.CSS_SELECTOR, "#typing")
+        WebDriverWait(self.bob, WAIT).until(lambda _: typing.text == f"{alice_name} is typing…")
+        # Alice's own page never says she is typing.
+        self.assertEqual(self.alice.find_element(By.CSS_SELECTOR, "#typing").text, "")
+        # With no further keystroke it goes away on its own.
+        WebDriverWait(self.bob, WAIT).until(lambda _: typing.text == "")
+
+    def test_posting_ends_the_typing_notice_at_once(self) -> None:
+        self.open_room(self.alice, "posting")
+        self.open_room(self.bob, "posting")
+        box = self.alice.find_element(By.CSS_SELECTOR, "#chat-message-input")
+        box.send_keys("hello")
+        typing = self.bob.find_element(By.CSS_SELECTOR, "#typing")
+        WebDriverWait(self.bob, WAIT).until(lambda _: typing.text.endswith("is typing…"))
+        box.send_keys(Keys.ENTER)
+        log = self.bob.find_element(By.CSS_SELECTOR, "#chat-log")
+        WebDriverWait(self.bob, WAIT).until(lambda _: "hello" in log.get_property("value"))
+        self.assertEqual(typing.text, "")
