@@ -12,6 +12,12 @@ autobahn protocol, which gives two things ASGI does not:
 - the Twisted transport's write buffer, which tells how far behind a socket's reader is, so
   one that stops reading is dropped before its backlog grows without bound.
 
+Neither is public API: they are attributes of daphne, autobahn and Twisted objects. One guard,
+`direct_socket`, checks every one of them (PROTOCOL_SHAPES, TRANSPORT_SHAPES, and autobahn's
+framing) when a socket connects; if an upgrade changed one, it says which in a warning, once per
+process, and the socket sends through `AsgiSocket` instead of misbehaving. requirements.txt pins
+the versions chat/tests/test_transport.py checked them on.
+
 Under any other ASGI server (and in tests) `AsgiSocket` does the same job with plain ASGI sends:
 an ordered outbox per socket, drained by a task that exists only while there is something to
 send, bounded by the same limit. Every frame a socket is sent — live messages, history, acks,
@@ -25,8 +31,8 @@ import contextlib
 import functools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, Final, Literal, Protocol
 
 from autobahn.websocket.protocol import PreparedMessage  # daphne's WebSocket library
 
@@ -187,14 +193,10 @@ class DirectSocket:
 
         Twisted's flow control (a registered producer) is taken by daphne's HTTP channel, so
         this reads `FileDescriptor`'s write buffer: `dataBuffer` from `offset` on, plus writes
-        not yet joined into it (`_tempDataLen`).
+        not yet joined into it (`_tempDataLen`). `direct_socket` made sure all three are there.
         """
         transport = self.transport
-        return (
-            len(getattr(transport, "dataBuffer", b""))
-            - getattr(transport, "offset", 0)
-            + getattr(transport, "_tempDataLen", 0)
-        )
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
     async def flush(self) -> None:
         """Nothing to wait for: frames are in Twisted's buffer, ahead of any close frame."""
@@ -289,11 +291,105 @@ def _current_task() -> asyncio.Task[Any] | None:
         return None
 
 
+# What the direct path uses of daphne's connection (an autobahn WebSocketServerProtocol) and of
+# its Twisted transport (a tcp.Server), with the kind each must be: METHOD (called), or the type
+# of the value (read; `object`: only present). `direct_socket` checks both on every connection.
+METHOD: Final = "method"
+Shapes = Mapping[str, type | Literal["method"]]
+PROTOCOL_SHAPES: Shapes = {
+    "sendPreparedMessage": METHOD,
+    "sendData": METHOD,
+    "sendMessage": METHOD,
+    "state": int,
+    "STATE_OPEN": int,
+    "_perMessageCompress": object,  # None unless compression was negotiated
+}
+TRANSPORT_SHAPES: Shapes = {
+    "dataBuffer": bytes,
+    "offset": int,
+    "_tempDataLen": int,
+    "abortConnection": METHOD,
+}
+# An unmasked text frame of "ok", as RFC 6455 lays it out (FIN + opcode 1, length 2).
+_FRAMED_OK = b"\x81\x02ok"
+_absent = object()
+_fallback_logged = False
+
+
 def direct_socket(send: Send) -> DirectSocket | None:
-    """The daphne connection behind a server `send`, or None under another server."""
-    if not isinstance(send, functools.partial) or not send.args:
+    """The daphne connection behind a server `send`, or None to send through plain ASGI.
+
+    The one guard of the direct path, run once per socket at connect. A `send` from another
+    server (or a test's communicator) gets None quietly; one from daphne gets None, and a warning
+    once per process, if anything the direct path relies on has changed shape.
+    """
+    if not _from_daphne(send):
         return None
-    protocol = send.args[0]
-    if hasattr(protocol, "sendPreparedMessage") and hasattr(protocol, "transport"):
-        return DirectSocket(protocol)
+    if isinstance(send, functools.partial) and send.args:
+        changed = _changed_shape(send.args[0])
+        if changed is None:
+            return DirectSocket(send.args[0])
+    else:
+        changed = "its send is no longer a functools.partial over the connection"
+    _log_fallback(changed)
     return None
+
+
+def _from_daphne(send: Send) -> bool:
+    """True if `send` is daphne's, whatever shape it has taken."""
+    function = send.func if isinstance(send, functools.partial) else send
+    return (getattr(function, "__module__", None) or "").startswith("daphne.")
+
+
+def _changed_shape(protocol: Any) -> str | None:
+    """What daphne's connection lacks of what the direct path uses, or None if nothing."""
+    lack = _lacks(protocol, PROTOCOL_SHAPES)
+    if lack is not None:
+        return f"the connection ({_kind(protocol)}) {lack}"
+    transport = getattr(protocol, "transport", None)
+    lack = _lacks(transport, TRANSPORT_SHAPES)
+    if lack is not None:
+        return f"the connection's transport ({_kind(transport)}) {lack}"
+    if not _frames_as_rfc6455():
+        return "autobahn's PreparedMessage no longer frames text as RFC 6455 does"
+    return None
+
+
+def _lacks(target: object, shapes: Shapes) -> str | None:
+    for name, kind in shapes.items():
+        value = getattr(target, name, _absent)
+        if value is _absent:
+            return f"has no {name}"
+        if isinstance(kind, str):  # METHOD
+            if not callable(value):
+                return f"has a {name} that is not a method"
+        elif not isinstance(value, kind):
+            return f"has a {name} of type {_kind(value)}, not {kind.__name__}"
+    return None
+
+
+def _kind(value: object) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+@functools.cache
+def _frames_as_rfc6455() -> bool:
+    try:
+        return PreparedMessage(b"ok", False, False, False).payloadHybi == _FRAMED_OK
+    except Exception:
+        return False
+
+
+def _log_fallback(changed: str) -> None:
+    global _fallback_logged
+    if _fallback_logged:
+        return
+    _fallback_logged = True
+    # AsgiSocket's outbox never fills under daphne, whose send takes everything at once.
+    logger.warning(
+        "daphne's connection is not the shape chat/transport.py relies on: %s. Sockets send "
+        "through plain ASGI instead: slower, and one whose reader stops is no longer dropped. "
+        "Compare the installed daphne, autobahn and Twisted with requirements.txt, and run "
+        "chat/tests/test_transport.py.",
+        changed,
+    )

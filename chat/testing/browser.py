@@ -64,6 +64,12 @@ class ForkSafeDaphneProcess(DaphneProcess):
     The live server is forked from the test process. If the parent has already used asgiref's
     one-thread executor (any consumer test has), the child inherits the executor but not its
     thread, and every `database_sync_to_async` call there (AuthMiddleware's, say) waits forever.
+
+    Upstream, https://github.com/django/asgiref/issues/194 reported asgiref hanging in a process
+    forked after `sync_to_async` had run. Its fix made asgiref drop the stored main event loop
+    in a forked child (a pid check), but not `SyncToAsync.single_thread_executor`: in asgiref
+    3.13 that executor is still made once, at import, and kept across a fork. No upstream issue
+    about the executor itself was found.
     """
 
     def run(self) -> None:
