@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -12,15 +13,27 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 
-from chat import protocol, selectors, services
-from chat.fanout import RECONCILE_INTERVAL
+from chat import fanout, protocol, selectors, services
+from chat.events import batch_event
 from chat.models import Message, Room
 from chat.rooms import group_name
 from chat.routing import websocket_urlpatterns
 from chat.testing.ws import Connect, receive
-from chat.writer import BATCH_EVENT
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
+
+Reconcile = Callable[[], Awaitable[None]]
+
+
+@pytest.fixture
+def reconcile(monkeypatch: pytest.MonkeyPatch) -> Reconcile:
+    """The hub's database backstop, run only when the test calls this (never on a timer)."""
+    monkeypatch.setattr(fanout, "RECONCILE_INTERVAL", 3600)
+
+    async def run() -> None:
+        await fanout.hubs.get().reconcile()
+
+    return run
 
 
 @database_sync_to_async
@@ -69,8 +82,13 @@ async def test_post_is_stored_then_acknowledged_then_broadcast(connect: Connect)
 async def test_tutorial_clients_get_only_message_frames(connect: Connect) -> None:
     alice = await connect("lobby")
     await alice.send_json_to({"message": "hi"})
-    assert (await receive(alice))["type"] == "message"
-    assert await alice.receive_nothing(timeout=0.2)
+    await alice.send_json_to({"message": "marker"})
+    # The marker's frame comes next: no ack or anything else came before, between or after.
+    frames = [await receive(alice), await receive(alice)]
+    assert [(f["type"], f["seq"], f["message"]) for f in frames] == [
+        ("message", 1, "hi"),
+        ("message", 2, "marker"),
+    ]
 
 
 async def test_resend_is_acknowledged_again_but_stored_and_broadcast_once(connect: Connect) -> None:
@@ -88,9 +106,13 @@ async def test_resend_is_acknowledged_again_but_stored_and_broadcast_once(connec
     frames = [await receive(alice), await receive(alice)]
     assert sorted(f["type"] for f in frames) == ["ack", "message"]
     assert all(f["seq"] == 1 for f in frames)
-    assert await bob.receive_nothing(timeout=0.3)
-    assert await alice.receive_nothing(timeout=0.1)
-    assert await stored("lobby") == [(1, "once")]
+    # A second broadcast of the resend would reach both before the next post does.
+    await alice.send_json_to({"type": "message", "message": "next", "client_id": "next-id"})
+    assert await receive(alice) == {"type": "ack", "client_id": "next-id", "seq": 2}
+    for communicator in (alice, bob):
+        frame = await receive(communicator)
+        assert (frame["type"], frame["seq"], frame["message"]) == ("message", 2, "next")
+    assert await stored("lobby") == [(1, "once"), (2, "next")]
 
 
 async def test_joining_client_gets_the_latest_50_oldest_first(connect: Connect) -> None:
@@ -99,7 +121,10 @@ async def test_joining_client_gets_the_latest_50_oldest_first(connect: Connect) 
     frames = [await receive(carol) for _ in range(protocol.HISTORY_ON_JOIN)]
     assert [f["seq"] for f in frames] == list(range(11, 61))
     assert [f["message"] for f in frames[:2]] == ["m11", "m12"]
-    assert await carol.receive_nothing(timeout=0.2)
+    # The history ends there: carol's own post is the next frame she gets.
+    await carol.send_json_to({"message": "marker"})
+    frame = await receive(carol)
+    assert (frame["type"], frame["seq"], frame["message"]) == ("message", 61, "marker")
 
 
 async def test_history_pages_back_and_forward(connect: Connect) -> None:
@@ -162,6 +187,7 @@ async def test_resume_while_messages_keep_arriving_has_no_gap_or_duplicate(
         assert await seqs_until(reader, 400) == list(range(after + 1, 401))
 
 
+@pytest.mark.usefixtures("reconcile")
 async def test_a_gap_in_the_live_stream_is_filled_from_the_database(connect: Connect) -> None:
     frank = await connect("gappy")
     room_id = await store("gappy", 3)
@@ -170,16 +196,18 @@ async def test_a_gap_in_the_live_stream_is_filled_from_the_database(connect: Con
     frame = protocol.encode(protocol.message_frame(message))
     await get_channel_layer().group_send(
         group_name("gappy"),
-        {"type": BATCH_EVENT, "room": "gappy", "room_id": room_id, "messages": [[3, frame]]},
+        batch_event("gappy", room_id, [(3, frame)]),
     )
     assert [(await receive(frank, wait=1))["message"] for _ in range(3)] == ["m1", "m2", "m3"]
 
 
-async def test_messages_whose_publish_was_lost_arrive_by_reconciling(connect: Connect) -> None:
+async def test_messages_whose_publish_was_lost_arrive_by_reconciling(
+    connect: Connect, reconcile: Reconcile
+) -> None:
     grace = await connect("quiet")
     await store("quiet", 2)  # stored, never published, and nothing follows them
-    waited = RECONCILE_INTERVAL + 2
-    assert [(await receive(grace, wait=waited))["message"] for _ in range(2)] == ["m1", "m2"]
+    await reconcile()
+    assert [(await receive(grace))["message"] for _ in range(2)] == ["m1", "m2"]
 
 
 async def test_concurrent_posts_get_sequences_one_to_n_and_everyone_sees_all(
@@ -240,11 +268,14 @@ async def test_tutorial_clients_are_not_sent_synced(connect: Connect) -> None:
     await store("busy", 2)
     plain = await connect("busy")
     assert await seqs_until(plain, 2) == [1, 2]
-    assert await plain.receive_nothing(timeout=0.2)
+    # Had a synced frame been sent, it would come before the socket's own post.
+    await plain.send_json_to({"message": "marker"})
+    frame = await receive(plain)
+    assert (frame["type"], frame["seq"], frame["message"]) == ("message", 3, "marker")
 
 
 async def test_posts_arriving_while_a_client_joins_are_not_lost_to_its_history(
-    connect: Connect, monkeypatch: pytest.MonkeyPatch
+    connect: Connect, monkeypatch: pytest.MonkeyPatch, reconcile: Reconcile
 ) -> None:
     # A burst lands between the join and the history read: the history must stop where the
     # live stream started, or the newest page would hide the burst's first messages (this
@@ -265,9 +296,9 @@ async def test_posts_arriving_while_a_client_joins_are_not_lost_to_its_history(
     await receive(first)
     monkeypatch.setattr(selectors, "rows_before", burst_then_read)
     late = await connect("burst")
+    # Its history stops where its live stream started, before the burst.
+    assert (await receive(late))["seq"] == 1
     # None of the burst was published: the hub's reconcile delivers it, all of it, in order.
-    seqs: list[int] = []
-    while len(seqs) < 61:
-        frame = await receive(late, wait=RECONCILE_INTERVAL + 3)
-        seqs.append(frame["seq"])
-    assert seqs == list(range(1, 62))
+    await reconcile()
+    seqs = [(await receive(late))["seq"] for _ in range(60)]
+    assert seqs == list(range(2, 62))
