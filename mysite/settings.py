@@ -290,3 +290,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"chat": {"handlers": ["console"], "level": env_str("CHAT_LOG_LEVEL", "INFO")}},
 }
+
+# --- Presence (chat/presence.py) --------------------------------------------------------------
+# Who is in each room: in Redis when REDIS_URL is set, so every process sees everyone; in the
+# process otherwise. A socket whose process stops re-asserting it (killed, say) is gone from its
+# rooms within CHAT_PRESENCE_LIFETIME seconds; the process re-asserts its sockets three times
+# a lifetime.
+CHAT_PRESENCE_STORAGE = env_str("REDIS_URL") or "memory://"
+CHAT_PRESENCE_LIFETIME = _cap("CHAT_PRESENCE_LIFETIME", 60)
