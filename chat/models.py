@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -18,9 +20,22 @@ class Room(models.Model):
     # The sequence number of the room's latest message. Incremented under the room's row lock
     # (PostgreSQL) or the write lock (SQLite), so sequences are 1, 2, 3… with no gap or repeat.
     last_seq = models.PositiveBigIntegerField(default=0)
+    # Public rooms are created by their first message; a private one by its owner, before any
+    # message, and only its owner and members (and moderators) may enter it (chat/access.py).
+    private = models.BooleanField(
+        default=False, help_text="Only the owner, the members and moderators may enter."
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_rooms",
+    )
 
     class Meta:
         ordering = ["name"]
+        permissions = [("moderate", "Can ban people and manage rooms")]
 
     def __str__(self) -> str:
         return self.name
@@ -63,3 +78,67 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.room.name}#{self.seq} {self.author_name}: {self.body[:40]}"
+
+
+class RoomMember(models.Model):
+    """A person let into a private room by its owner (or a moderator)."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_memberships"
+    )
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    added_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["room_id", "added_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user"], name="chat_roommember_room_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.room}"
+
+
+class Ban(models.Model):
+    """A person kept out of one room, or of every room, for a while or for good."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_bans"
+    )
+    room = models.ForeignKey(
+        Room,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="bans",
+        help_text="Empty: banned from every room.",
+    )
+    reason = models.CharField(max_length=500, blank=True, help_text="Shown to the person.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    until = models.DateTimeField(null=True, blank=True, help_text="Empty: for good.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} banned from {self.room or 'every room'}"
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        """True while the ban holds (it has no end, or its end is still to come)."""
+        return self.until is None or self.until > (now or timezone.now())
