@@ -13,6 +13,7 @@ from django.test import override_settings
 
 from chat.db import db_sync_to_async, readers
 from chat.fanout import hubs
+from chat.roster import rosters
 from chat.testing.redis_server import RedisUnavailable, shared_redis_url
 from chat.throttle import throttles
 from chat.writer import writers
@@ -44,7 +45,7 @@ async def layer(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     with override_settings(CHANNEL_LAYERS=channel_layers_config(url)):
         yield request.param
         # Stop this loop's hub and writer, and leave no groups or channels behind.
-        for service in (hubs.pop(), writers.pop(), throttles.pop()):
+        for service in (rosters.pop(), hubs.pop(), writers.pop(), throttles.pop()):
             if service is not None:
                 await service.close()
         await get_channel_layer().flush()

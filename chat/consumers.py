@@ -25,6 +25,7 @@ from chat.db import db_read
 from chat.fanout import LocalRoom, hubs
 from chat.people import Person, person_for_scope
 from chat.protocol import ErrorCode, ProtocolError
+from chat.roster import rosters
 from chat.selectors import MessageRow
 from chat.stream import MessageStream
 from chat.throttle import FloodGuard, Refused, throttles
@@ -67,6 +68,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     socket_id: str = ""
     # True once the socket counts against its address's and person's caps.
     counted: bool = False
+    # True once the roster counts this socket's person present in the room.
+    present: bool = False
     # When this socket last said its person is typing (loop time), to hold it to the pace.
     typed_at: float = float("-inf")
     flood: FloodGuard
@@ -172,6 +175,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             synced: protocol.SyncedFrame = {"type": "synced", "last_seq": self.stream.last_seq}
             self.socket.send_text(protocol.encode(synced))
         await self.stream.go_live()
+        await rosters.get().enter(
+            self,
+            room=self.room_name,
+            socket_id=self.socket_id,
+            person_key=self.person.key,
+            name=self.person.name,
+        )
+        self.present = True
 
     async def admitted(self) -> bool:
         """Check the handshake rate and the socket caps; refuse the socket past them."""
@@ -208,6 +219,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.socket.close()
         if self.writable is not None:
             self.writable.set()
+        if self.present:
+            self.present = False
+            rosters.get().leave(self, room=self.room_name, socket_id=self.socket_id)
         if self.counted:
             self.counted = False
             release = asyncio.ensure_future(
@@ -221,6 +235,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def deliver(self, frames: list[OutFrame], payload: bytes | None) -> None:
         """From the hub: the room's next messages, for this socket's stream."""
         self.stream.deliver(frames, payload)
+
+    def send_presence(self, text: str) -> None:
+        """From the roster: who is in the room (all of them at first, then changes)."""
+        if self.socket is not None:
+            self.socket.send_text(text)
 
     def typing(self, name: str, *, sender: str) -> None:
         """From the hub: someone in the room is typing (never told to the typist's own socket)."""

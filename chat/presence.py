@@ -28,11 +28,12 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, NamedTuple, TypedDict
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from chat import protocol
 from chat.redis_client import (
     STORE_RETRY_AFTER,
     STORE_TIMEOUT,
@@ -58,28 +59,9 @@ HEARTBEAT_BATCH = 1000
 READ_BATCH = 500
 
 
-class PersonName(TypedDict):
-    """One person in a presence frame."""
-
-    name: str
-
-
-class PresencePeopleFrame(TypedDict):
-    """Everyone in the room now (after the handshake, or instead of a long list of changes)."""
-
-    type: Literal["presence"]
-    people: list[PersonName]
-
-
-class PresenceChangeFrame(TypedDict):
-    """Who came and who went since the last presence frame (either list may be empty)."""
-
-    type: Literal["presence"]
-    joined: list[PersonName]
-    left: list[PersonName]
-
-
-PresenceFrame = PresencePeopleFrame | PresenceChangeFrame
+# The wire shapes live with the rest of the wire format.
+PersonName = protocol.PersonName
+PresenceFrame = protocol.PresenceFrame
 
 
 class Entry(NamedTuple):

@@ -287,7 +287,25 @@ class TypingFrame(TypedDict):
     name: str
 
 
-ServerFrame = MessageFrame | AckFrame | HistoryFrame | SyncedFrame | ErrorFrame | TypingFrame
+class PersonName(TypedDict):
+    """One person in a presence frame."""
+
+    name: str
+
+
+class PresenceFrame(TypedDict):
+    """Who is in the room: everyone (`people`: first, after the handshake), or what changed
+    since the last presence frame (`joined` and `left`, either maybe empty)."""
+
+    type: Literal["presence"]
+    people: NotRequired[list[PersonName]]
+    joined: NotRequired[list[PersonName]]
+    left: NotRequired[list[PersonName]]
+
+
+ServerFrame = (
+    MessageFrame | AckFrame | HistoryFrame | SyncedFrame | ErrorFrame | TypingFrame | PresenceFrame
+)
 
 
 def encode(frame: ServerFrame) -> str:

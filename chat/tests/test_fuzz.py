@@ -473,6 +473,10 @@ def check_shape(sent: dict[str, Any]) -> None:
             assert message["type"] == "message", f"history of non-messages: {shown}"
 
 
+# Frames the room sends on its own schedule (who is present, who is typing).
+SIDE_CHANNEL = frozenset({"presence", "typing"})
+
+
 class ConsumerFailed(AssertionError):
     """A consumer's handler raised (its exception is the cause) instead of answering."""
 
@@ -526,7 +530,17 @@ class Peer:
         return output
 
     async def receive(self) -> dict[str, Any] | None:
-        """The next frame, decoded and checked; None once the server closed the socket."""
+        """The next frame, decoded and checked; None once the server closed the socket.
+
+        Presence and typing frames are checked and passed over: they come on the room's own
+        schedule, answers to no frame of this socket.
+        """
+        while True:
+            sent = await self._receive_one()
+            if sent is None or sent["type"] not in SIDE_CHANNEL:
+                return sent
+
+    async def _receive_one(self) -> dict[str, Any] | None:
         if self.close_code is not None:
             return None
         output = await self.output()
