@@ -36,19 +36,19 @@ format: $(STAMP)
 
 bench: $(STAMP)  ## Every scenario: project vs tutorial vs bare-ASGI ceiling, targets checked
 	scripts/system-deps
-	$(PY) bench/run.py
+	$(PY) -m bench.run
 
 bench-quick: $(STAMP)  ## The two blasts on the project and the ceiling
 	scripts/system-deps
-	$(PY) bench/run.py --quick
+	$(PY) -m bench.run --quick
 
 bench-full: $(STAMP)  ## Also the tutorial on RedisChannelLayer (which loses messages)
 	scripts/system-deps
-	$(PY) bench/run.py --full
+	$(PY) -m bench.run --full
 
 bench-fairness: $(STAMP)  ## Fair catch-up alone: a quiet user's acks while 4 clients loop ?after=0
 	scripts/system-deps
-	$(PY) bench/fairness.py
+	$(PY) -m bench.fairness
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test_db.sqlite3

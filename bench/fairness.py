@@ -1,7 +1,7 @@
 """Fair catch-up: does a flood of whole-history catch-ups slow a quiet user down?
 
-    python bench/fairness.py       # alone: its own Redis, database and daphne (about 30 s)
-    python bench/run.py            # also part of `make bench`, after the table
+    python -m bench.fairness       # alone: its own Redis, database and daphne (about 30 s)
+    python -m bench.run            # also part of `make bench`, after the table
 
 One daphne process runs the project with `CHAT_LIMITS=off`. A room of 10,000 stored messages
 is seeded through the WebSocket protocol (posts with `client_id`s, in bursts, each burst's acks
@@ -33,12 +33,7 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-ROOT = Path(__file__).resolve().parent.parent
-# `python bench/fairness.py` puts bench/ on sys.path, not the project root.
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.loadclient import (  # noqa: E402
+from bench.loadclient import (
     WorkerFailed,
     nearest_rank,
     open_socket,
@@ -47,7 +42,8 @@ from bench.loadclient import (  # noqa: E402
     run_worker,
     stop_worker,
 )
-from bench.run import (  # noqa: E402
+from bench.measure import warm_up
+from bench.processes import (
     TARGETS,
     busy_cores,
     daphnes,
@@ -57,8 +53,8 @@ from bench.run import (  # noqa: E402
     progress,
     server_env,
     terminate_on_sigterm,
-    warm_up,
 )
+from bench.targets import checklist
 
 # The scenario of the issue: 4 clients looping `?after=0` on a room of 10,000 messages.
 BIG_ROOM_MESSAGES = 10_000
@@ -443,7 +439,7 @@ async def measure(
 
 
 def run_on_project(env: dict[str, str], workdir: Path, knobs: Knobs = ISSUE) -> FairnessResult:
-    """The scenario on a fresh daphne process of the project (env from `run.server_env`)."""
+    """The scenario on a fresh daphne process of the project (env from `server_env`)."""
     target = TARGETS["project"]
     try:
         with daphnes(target, env, workdir) as servers:
@@ -458,7 +454,7 @@ def run_on_project(env: dict[str, str], workdir: Path, knobs: Knobs = ISSUE) -> 
 
 
 def report(result: FairnessResult) -> list[str]:
-    """The section printed after the benchmark table (and by `python bench/fairness.py`)."""
+    """The section printed after the benchmark table (and by `python -m bench.fairness`)."""
     clients = result.catch_ups.clients if result.catch_ups else LOOPING_CLIENTS
     lines = [
         f"fair catch-up (project, one daphne process, CHAT_LIMITS=off): a quiet user posts every "
@@ -552,17 +548,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print("\n".join(report(result)))
     text, met = check(result)
-    print(f"\ntargets:\n  {'met    ' if met else 'NOT MET'}  {text}")
+    print()
+    print(checklist([(text, met)]))
     return 0 if met else 1
 
 
 if __name__ == "__main__":
-    # Run as the module `bench.fairness`, so the looping clients' process (spawned) finds
-    # `loader_main` under the same name.
-    from bench.fairness import main as module_main
-
     try:
-        sys.exit(module_main())
+        sys.exit(main())
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

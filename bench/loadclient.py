@@ -459,7 +459,7 @@ def run_scenario(
 ) -> ScenarioResult:
     """Run one scenario against servers at `urls` (ws://host:port) and merge the results.
 
-    `on_connected` runs once every client is connected, before anything is sent (run.py reads
+    `on_connected` runs once every client is connected, before anything is sent (measure.py reads
     the server's memory there). `cpu_probe` returns the server's CPU seconds so far; it is read
     at "go" and after the last report.
     """

@@ -1,0 +1,77 @@
+"""The project's performance targets (docs/benchmarks.md, "Targets"), judged on the table's rows.
+
+Not to be confused with `bench.processes.Target`, a server that is measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bench.measure import Row
+
+# Blast ≥ 0.8× the ceiling's deliveries/s, paced p99 ≤ 1.5× the ceiling's, idle ≤ 32 KB
+# (32,000 bytes) per connection, two processes ≥ 0.8× one; with nothing lost, duplicated or out
+# of order anywhere.
+MIN_BLAST_RATIO = 0.8
+MAX_PACED_P99_RATIO = 1.5
+MAX_IDLE_BYTES_PER_CONNECTION = 32_000
+MIN_TWO_PROCESS_RATIO = 0.8
+
+
+def target_checks(rows: Sequence[Row]) -> list[tuple[str, bool]]:
+    """Each target of the project that these rows can judge: what it says, and whether met."""
+    found = {(row.scenario.name, row.target): row for row in rows if row.result is not None}
+    checks = []
+    for (name, target), row in found.items():
+        if target != "project":
+            continue
+        r = row.result
+        assert r is not None
+        clean = not row.failed
+        ceiling = found.get((name, "ceiling"))
+        c = ceiling.result if ceiling is not None else None
+        kind = row.scenario.kind
+        if kind == "blast" and c is not None:
+            ratio = r.deliveries_per_s / c.deliveries_per_s
+            checks.append(
+                (
+                    f"{name}: {ratio:.2f}× the ceiling's deliveries/s (≥ {MIN_BLAST_RATIO}), "
+                    f"{row.lost} lost",
+                    clean and ratio >= MIN_BLAST_RATIO,
+                )
+            )
+        if kind == "paced" and c is not None and r.p99_ms and c.p99_ms:
+            ratio = r.p99_ms / c.p99_ms
+            checks.append(
+                (
+                    f"{name}: p99 {r.p99_ms:.1f} ms = {ratio:.2f}× the ceiling's "
+                    f"(≤ {MAX_PACED_P99_RATIO}), {row.lost} lost",
+                    clean and ratio <= MAX_PACED_P99_RATIO,
+                )
+            )
+        if kind == "idle" and row.kib_per_connection is not None:
+            per_connection = row.kib_per_connection * 1024
+            checks.append(
+                (
+                    f"{name}: {per_connection / 1000:.1f} KB per connection "
+                    f"(≤ {MAX_IDLE_BYTES_PER_CONNECTION / 1000:.0f} KB)",
+                    clean and per_connection <= MAX_IDLE_BYTES_PER_CONNECTION,
+                )
+            )
+        two = found.get((name, "project-2p"))
+        if kind == "blast" and two is not None and two.result is not None:
+            ratio = two.result.deliveries_per_s / r.deliveries_per_s
+            checks.append(
+                (
+                    f"{name}: two processes {ratio:.2f}× one (≥ {MIN_TWO_PROCESS_RATIO}), "
+                    f"{two.lost} lost",
+                    not two.failed and ratio >= MIN_TWO_PROCESS_RATIO,
+                )
+            )
+    return checks
+
+
+def checklist(checks: Sequence[tuple[str, bool]]) -> str:
+    """The checks as printed under the table: `targets:`, then one `met`/`NOT MET` line each."""
+    lines = [f"  {'met    ' if met else 'NOT MET'}  {text}" for text, met in checks]
+    return "\n".join(["targets:", *lines])
