@@ -20,10 +20,10 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from chat import protocol, selectors, services, stream
+from chat import access, protocol, selectors, services, stream
 from chat.db import db_read
 from chat.fanout import LocalRoom, hubs
-from chat.people import Person, person_for_scope
+from chat.people import Person, SignInRequired, person_for_scope
 from chat.protocol import ErrorCode, ProtocolError
 from chat.roster import rosters
 from chat.selectors import MessageRow
@@ -129,8 +129,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Join the room, accept, send the history or the missed messages, then go live."""
         self.room_name = self.stream.room_name = self.scope["url_route"]["kwargs"]["room_name"]
         self.server_send = self.scope.get(SCOPE_KEY, self.base_send)
-        self.person = person_for_scope(self.scope)
         self.socket_id = secrets.token_hex(8)
+        try:
+            self.person = person_for_scope(self.scope)
+        except SignInRequired:
+            error = ProtocolError(ErrorCode.SIGN_IN_REQUIRED, "Sign in to chat.")
+            await self.refuse_handshake(error, protocol.CLOSE_SIGN_IN)
+            return
+        decision = await db_read(access.may_enter)(self.person.user, self.room_name)
+        if not decision.allowed:
+            error = ProtocolError(ErrorCode.FORBIDDEN, decision.detail)
+            await self.refuse_handshake(error, protocol.CLOSE_FORBIDDEN)
+            return
         client = self.scope.get("client")
         self.address = client[0] if client else "unknown"
         self.flood = FloodGuard()
@@ -197,13 +207,34 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if refused is None:
                 self.counted = True
                 return True
-        # Accepted only to say why, in a frame a browser can read (a refused handshake is a
-        # bare HTTP 403), then closed with 4429: the client waits before coming back.
-        await self.accept()
-        error = protocol.error_frame(_rate_limited(refused, "Too many connections"))
-        await self.send(text_data=protocol.encode(error))
-        await self.close(code=protocol.CLOSE_RATE_LIMITED)
+        await self.refuse_handshake(
+            _rate_limited(refused, "Too many connections"), protocol.CLOSE_RATE_LIMITED
+        )
         return False
+
+    async def refuse_handshake(self, error: ProtocolError, code: int) -> None:
+        """Accept only to say why, in a frame a browser can read (a refused handshake is a
+        bare HTTP 403), then close with `code`, which tells the client what to do next."""
+        await self.accept()
+        await self.send(text_data=protocol.encode(protocol.error_frame(error)))
+        await self.close(code=code)
+
+    @property
+    def user_id(self) -> int | None:
+        """The signed-in user's id; None for a guest (or before the handshake named anyone)."""
+        person = getattr(self, "person", None)
+        user = person.user if person is not None else None
+        return user.pk if user is not None else None
+
+    async def recheck_access(self) -> None:
+        """From the hub: access to this room changed for someone; close if it was this one."""
+        if self.close_sent or self.local is None:
+            return
+        decision = await db_read(access.may_enter)(self.person.user, self.room_name)
+        if not decision.allowed:
+            self.send_error(ProtocolError(ErrorCode.FORBIDDEN, decision.detail))
+            self.leave()
+            await self.close(code=protocol.CLOSE_FORBIDDEN)
 
     async def disconnect(self, code: int) -> None:
         """Leave the room (`__call__` makes sure of it, whatever ended the socket)."""

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
-from chat import protocol, selectors
+from chat import access, protocol, selectors
 from chat.db import db_read
 from chat.events import Batch, Typing, read_batch, read_typing
 from chat.rooms import group_name
@@ -60,8 +60,15 @@ class Member(Protocol):
     def deliver(self, frames: list[OutFrame], payload: bytes | None) -> None:
         """Take the room's next messages (`payload`: their bytes joined, under daphne)."""
 
+    @property
+    def user_id(self) -> int | None:
+        """The signed-in user behind the socket, if any."""
+
     def typing(self, name: str, *, sender: str) -> None:
         """Someone in the room is typing (`sender`: the typist's socket, not to be told)."""
+
+    async def recheck_access(self) -> None:
+        """Access to the room changed for someone: check it again, close if refused."""
 
     def room_gone(self) -> None:
         """The room was deleted: close the socket."""
@@ -94,6 +101,8 @@ class Hub:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     starting: asyncio.Lock = field(default_factory=asyncio.Lock)
     unsubscribing: asyncio.Future[None] | None = None
+    # Access checks in progress (strong references to their tasks).
+    checks: set[asyncio.Future[None]] = field(default_factory=set)
     # Rooms whose group this hub failed to leave (Redis was out): left again at a reconcile.
     leaving: set[str] = field(default_factory=set)
 
@@ -144,6 +153,8 @@ class Hub:
         async with self.starting:
             if self.channel is None:
                 self.channel = await _layer_call(self.layer.new_channel(prefix="chat-hub."))
+                # Bans and removals from private rooms, for every process (chat/access.py).
+                await _layer_call(self.layer.group_add(access.CONTROL_GROUP, self.channel))
                 self.tasks = [
                     asyncio.create_task(self._receive_loop(), name="chat-hub-receive"),
                     asyncio.create_task(self._reconcile_loop(), name="chat-hub-reconcile"),
@@ -161,6 +172,10 @@ class Hub:
                 typing = read_typing(event)
                 if typing is not None:
                     self._on_typing(typing)
+                    continue
+                revoke = access.read_revoke(event)
+                if revoke is not None:
+                    self._on_revoke(revoke)
             except Exception:
                 logger.exception("delivering a batch failed; the reconciler will catch up")
 
@@ -179,6 +194,16 @@ class Hub:
             fresh = [OutFrame(seq, text) for seq, text in messages if seq > room.last_seq]
             if fresh and fresh[0].seq == room.last_seq + 1:
                 await self._deliver(room, fresh)
+
+    def _on_revoke(self, revoke: access.Revoke) -> None:
+        """Access was taken from someone: their sockets check it again (off this loop)."""
+        rooms = [self.rooms.get(revoke.room)] if revoke.room else list(self.rooms.values())
+        for room in rooms:
+            for member in tuple(room.members) if room is not None else ():
+                if revoke.user_id is None or member.user_id == revoke.user_id:
+                    check = asyncio.ensure_future(member.recheck_access())
+                    self.checks.add(check)
+                    check.add_done_callback(self.checks.discard)
 
     def _on_typing(self, typing: Typing) -> None:
         room = self.rooms.get(typing.room)

@@ -26,6 +26,8 @@ TYPING_INTERVAL = 3.0
 # outside 1000 and 3000–4999, so the server's own reasons are all 4xxx.
 CLOSE_TOO_BIG = 4009  # a frame over MAX_FRAME_BYTES
 CLOSE_SERVER_ERROR = 4011  # this socket's handler failed; reconnect and resume
+CLOSE_SIGN_IN = 4401  # CHAT_REQUIRE_LOGIN is on and the socket has no signed-in user
+CLOSE_FORBIDDEN = 4403  # a private room this person is not a member of, or a ban
 CLOSE_ROOM_GONE = 4404  # the room was deleted; reconnect to start it afresh
 CLOSE_RATE_LIMITED = 4429  # persistent flooding, or too many sockets; reconnect later
 
@@ -44,6 +46,8 @@ class ErrorCode:
     NOT_STORED = "not_stored"
     REJECTED = "rejected"
     RATE_LIMITED = "rate_limited"
+    SIGN_IN_REQUIRED = "sign_in_required"
+    FORBIDDEN = "forbidden"
 
 
 class ProtocolError(Exception):

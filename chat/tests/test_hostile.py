@@ -393,6 +393,11 @@ class RecordingMember:
     def room_gone(self) -> None:
         self.seqs.append(-1)
 
+    user_id: int | None = None
+
+    async def recheck_access(self) -> None:
+        return None
+
     def typing(self, name: str, *, sender: str) -> None:
         return None
 
