@@ -1,20 +1,34 @@
-# One command per job; see README.md.
+# One command per job: `make help` lists them; README.md tells more.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Two installs: what running needs (requirements.txt), and the test, lint and benchmark tools
+# on top (requirements-dev.txt), so that `make run` on a fresh clone installs no dev tool.
+RUN_STAMP := $(VENV)/.installed-run
+STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run test test-fast check format bench bench-quick bench-full bench-fairness clean
+.DEFAULT_GOAL := help
+.PHONY: help install install-dev run test test-fast check format hooks bench bench-quick bench-full bench-fairness clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+help:  ## This list (what `make` alone prints)
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-z-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' \
+		$(firstword $(MAKEFILE_LIST))
+
+$(RUN_STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(STAMP): $(RUN_STAMP) requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
-	touch $(STAMP)
+	touch $@
 
-install: $(STAMP)  ## Python packages into .venv
+install: $(RUN_STAMP)  ## What running needs, into .venv (no test or lint tools)
 
-run: $(STAMP)  ## The chat on embedded defaults at http://127.0.0.1:8000/chat/
+install-dev: $(STAMP)  ## Also the test, lint and benchmark tools
+
+run: $(RUN_STAMP)  ## The chat on embedded defaults at http://127.0.0.1:8000/chat/
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py runserver 127.0.0.1:8000
 
@@ -30,9 +44,12 @@ check: $(STAMP)  ## Format, lint and type checks
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-format: $(STAMP)
+format: $(STAMP)  ## Reformat, and apply ruff's safe fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+hooks: $(STAMP)  ## Run `make check`'s tools on every git commit (pre-commit)
+	$(VENV)/bin/pre-commit install
 
 bench: $(STAMP)  ## Every scenario: project vs tutorial vs bare-ASGI ceiling, targets checked
 	scripts/system-deps
@@ -50,5 +67,5 @@ bench-fairness: $(STAMP)  ## Fair catch-up alone: a quiet user's acks while 4 cl
 	scripts/system-deps
 	$(PY) -m bench.fairness
 
-clean:
+clean:  ## Remove .venv, the tool caches and the test database
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test_db.sqlite3

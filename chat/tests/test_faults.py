@@ -97,9 +97,10 @@ async def test_redis_restart_mid_conversation(room: Room, own_redis: RedisServer
 
     stored = await room.converge()
 
-    # Sockets stay up through the outage (they do not depend on Redis); what was published
-    # while it was down reached them through the hub's reconcile with the database.
     room.assert_everyone_holds(stored, posted)
+    # Not by reconnecting: sockets stay up through the outage (they do not depend on Redis),
+    # and what was published while it was down reached them through the hub's reconcile.
+    assert [client.connections for client in room.clients] == [1] * len(room.clients)
 
 
 async def test_server_killed_and_restarted_mid_conversation(
