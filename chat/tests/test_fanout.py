@@ -38,6 +38,11 @@ class FakeMember:
     def room_gone(self) -> None:
         raise AssertionError("no room is deleted here")
 
+    user_id: int | None = None
+
+    async def recheck_access(self) -> None:
+        return None
+
     def typing(self, name: str, *, sender: str) -> None:
         raise AssertionError("nobody types here")
 
