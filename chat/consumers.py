@@ -70,6 +70,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     counted: bool = False
     # True once the roster counts this socket's person present in the room.
     present: bool = False
+    # A client that speaks this protocol (it asked for `?sync=1` or `?after=`) is also sent
+    # presence and typing frames; the tutorial's client is sent only message frames.
+    aware: bool = False
     # When this socket last said its person is typing (loop time), to hold it to the pace.
     typed_at: float = float("-inf")
     flood: FloodGuard
@@ -147,6 +150,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not await self.admitted():
             return
         query = self.scope.get("query_string", b"")
+        self.aware = protocol.wants_synced(query)
         resume_error = None
         try:
             after = protocol.parse_resume(query)
@@ -269,12 +273,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def send_presence(self, text: str) -> None:
         """From the roster: who is in the room (all of them at first, then changes)."""
-        if self.socket is not None:
+        if self.aware and self.socket is not None:
             self.socket.send_text(text)
 
     def typing(self, name: str, *, sender: str) -> None:
         """From the hub: someone in the room is typing (never told to the typist's own socket)."""
-        if sender != self.socket_id and self.stream.live and self.socket is not None:
+        if self.aware and sender != self.socket_id and self.stream.live and self.socket:
             frame: protocol.TypingFrame = {"type": "typing", "name": name}
             self.socket.send_text(protocol.encode(frame))
 

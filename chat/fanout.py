@@ -1,22 +1,23 @@
-"""Per-process fan-out: each process receives a room's messages once and writes them to its sockets.
+"""Per-process fan-out: each process receives a room's messages once, for all its sockets.
 
 Messages still travel between processes through the channel-layer group of their room, but the
 group has one member per process — this hub's channel — instead of one per socket. For every
-batch that arrives the hub encodes nothing (frames are encoded once, by the writer) and writes
-each frame to each local socket of the room, in sequence order, with no per-socket task, queue or
-channel-layer round trip.
+batch that arrives the hub encodes nothing (frames are encoded once, by the writer) and hands
+each local socket of the room the frames, in sequence order, with no channel-layer round trip
+per socket (each socket's `MessageStream`, chat/stream.py, keeps its own order from there).
 
-Ordering and completeness are the hub's job, per room: it remembers the last sequence number it
-delivered; a batch that starts beyond the next one is preceded by the missing messages read from
-the database, and anything at or below it is a duplicate. A periodic reconcile compares every
-local room with the database, so a message whose publish was lost (Redis down, a process killed
-between commit and publish) still arrives, a little later. The reconcile reads only the
-database: it delivers first, and leaves idle rooms' groups in a task of its own, so a Redis
-that is down or frozen delays nothing it delivers. Every channel-layer call has a timeout.
+Ordering and completeness per room, for the process, are the hub's job: it remembers the last
+sequence number it delivered; a batch that starts beyond the next one is preceded by the missing
+messages read from the database, and anything at or below it is a duplicate. A periodic
+reconcile compares every local room with the database, so a message whose publish was lost
+(Redis down, a process killed between commit and publish) still arrives, a little later. The
+reconcile reads only the database: it delivers first, and leaves idle rooms' groups in a task of
+its own, so a Redis that is down or frozen delays nothing it delivers. Every channel-layer call
+has a timeout.
 
-A room is known by name. Until its first message it has no row (and no id) in the database;
-the hub learns the id from the first batch or the reconcile. A room whose row disappears (it
-was deleted in the admin) closes its sockets, which reconnect to the room afresh.
+A room is known by name. Until its first message it has no row (and no id) in the database; the
+hub learns the id from the first batch or the reconcile. A room whose row disappears (it was
+deleted in the admin) closes its sockets, which reconnect to the room afresh.
 """
 
 from __future__ import annotations

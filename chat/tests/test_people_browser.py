@@ -60,3 +60,19 @@ class TwoPeopleTests(LiveChatServerMixin, ChannelsLiveServerTestCase):
         log = self.bob.find_element(By.CSS_SELECTOR, "#chat-log")
         WebDriverWait(self.bob, WAIT).until(lambda _: "hello" in log.get_property("value"))
         self.assertEqual(typing.text, "")
+
+    def test_each_sees_the_other_arrive_and_leave(self) -> None:
+        alice_name = self.open_room(self.alice, "arrivals")
+
+        def here(driver: WebDriver) -> set[str]:
+            people = driver.execute_script("return document.body.dataset.people") or ""
+            return set(people.split(",")) - {""}
+
+        WebDriverWait(self.alice, WAIT).until(lambda d: here(d) == {alice_name})
+        bob_name = self.open_room(self.bob, "arrivals")
+        WebDriverWait(self.alice, WAIT).until(lambda d: here(d) == {alice_name, bob_name})
+        WebDriverWait(self.bob, WAIT).until(lambda d: here(d) == {alice_name, bob_name})
+        line = self.alice.find_element(By.CSS_SELECTOR, "#people").text
+        self.assertIn(bob_name, line)
+        self.bob.get(f"{self.live_server_url}/chat/")  # Bob leaves the room
+        WebDriverWait(self.alice, WAIT).until(lambda d: here(d) == {alice_name})

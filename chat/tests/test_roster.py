@@ -37,10 +37,10 @@ def guest_cookie(name: str) -> tuple[bytes, bytes]:
 async def test_a_newcomer_is_told_everyone_and_the_others_who_came_and_went(
     connect: Connect,
 ) -> None:
-    alice = await connect("lobby", headers=[ORIGIN, guest_cookie("guest-a11ce0")])
+    alice = await connect("lobby", headers=[ORIGIN, guest_cookie("guest-a11ce0")], query="sync=1")
     assert names((await next_presence(alice))["people"]) == ["guest-a11ce0"]
 
-    bob = await connect("lobby", headers=[ORIGIN, guest_cookie("guest-b0b000")])
+    bob = await connect("lobby", headers=[ORIGIN, guest_cookie("guest-b0b000")], query="sync=1")
     assert names((await next_presence(bob))["people"]) == ["guest-a11ce0", "guest-b0b000"]
     change = await next_presence(alice)
     assert (names(change["joined"]), names(change["left"])) == (["guest-b0b000"], [])
@@ -51,9 +51,12 @@ async def test_a_newcomer_is_told_everyone_and_the_others_who_came_and_went(
 
 
 async def test_two_tabs_of_one_person_count_once(connect: Connect) -> None:
-    watcher = await connect("lobby", headers=[ORIGIN, guest_cookie("guest-0b5e7e")])
+    watcher = await connect("lobby", headers=[ORIGIN, guest_cookie("guest-0b5e7e")], query="sync=1")
     await next_presence(watcher)
-    tabs = [await connect("lobby", headers=[ORIGIN, guest_cookie("guest-7ab5ab")]) for _ in "ab"]
+    tabs = [
+        await connect("lobby", headers=[ORIGIN, guest_cookie("guest-7ab5ab")], query="sync=1")
+        for _ in "ab"
+    ]
     everyone = await next_presence(tabs[1])
     assert names(everyone["people"]) == ["guest-0b5e7e", "guest-7ab5ab"]
     change = await next_presence(watcher)
@@ -66,7 +69,7 @@ async def test_two_tabs_of_one_person_count_once(connect: Connect) -> None:
 
 
 async def test_other_rooms_are_not_told(connect: Connect) -> None:
-    here = await connect("here")
+    here = await connect("here", query="sync=1")
     await next_presence(here)
     await connect("there")
     # The next thing `here` hears is its own post's ack, not a presence change.

@@ -90,3 +90,14 @@ async def test_a_post_cannot_name_its_author(connect: Connect, field: str) -> No
     error = await receive(poster)
     assert (error["type"], error["code"]) == ("error", "bad_frame")
     assert await database_sync_to_async(Message.objects.count)() == 0
+
+
+async def test_the_tutorials_client_is_sent_only_message_frames(connect: Connect) -> None:
+    tutorial = await connect("lobby")  # no ?sync=1 nor ?after=: the tutorial's own client
+    typist = await connect("lobby", query="sync=1")
+    await receive(typist)  # synced
+    await typist.send_json_to({"type": "typing"})
+    await typist.send_json_to({"message": "marker"})
+    # Someone joined and someone typed; the tutorial's page is sent the message, nothing else.
+    frame = await receive(tutorial, presence=True)
+    assert (frame["type"], frame["message"]) == ("message", "marker")

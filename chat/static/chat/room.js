@@ -11,6 +11,10 @@ const status = document.querySelector("#connection-status");
 const older = document.querySelector("#load-older");
 const empty = document.querySelector("#empty-room");
 const typingLine = document.querySelector("#typing");
+const peopleLine = document.querySelector("#people");
+const present = new Set();
+// Names shown in the "here" line, at most; the rest are counted.
+const PEOPLE_SHOWN = 8;
 // A typing notice shows this long unless it comes again (clients send one every 3 s).
 const TYPING_SHOWN_MS = 5000;
 const typists = new Map(); // name → timer that forgets them
@@ -19,6 +23,7 @@ const STATE_LABELS = {
   connecting: "Connecting…",
   open: "Connected",
   reconnecting: "Reconnecting…",
+  refused: "Not allowed here",
 };
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
@@ -110,6 +115,21 @@ function showTyping() {
   document.body.dataset.typing = names.join(",");
 }
 
+function showPresence(frame) {
+  if (frame.people) {
+    present.clear();
+    frame.people.forEach((person) => present.add(person.name));
+  }
+  (frame.joined ?? []).forEach((person) => present.add(person.name));
+  (frame.left ?? []).forEach((person) => present.delete(person.name));
+  const names = Array.from(present).sort((a, b) => a.localeCompare(b));
+  const more = names.length - PEOPLE_SHOWN;
+  const shown = names.slice(0, PEOPLE_SHOWN).join(", ");
+  peopleLine.textContent = `Here: ${shown}${more > 0 ? ` and ${more} more` : ""}`;
+  peopleLine.title = names.join(", ");
+  document.body.dataset.people = names.join(",");
+}
+
 function someoneTyping(name) {
   clearTimeout(typists.get(name));
   typists.set(
@@ -142,6 +162,7 @@ const chat = new ChatConnection(`${scheme}://${window.location.host}/ws/chat/${r
   onSynced: showSynced,
   onReset: forgetMessages,
   onTyping: someoneTyping,
+  onPresence: showPresence,
 });
 
 function sendTyped() {

@@ -11,6 +11,8 @@ const TYPING_EVERY_MS = 3000;
 // Close codes (docs/protocol.md) that change how the client reconnects.
 const CLOSE_RATE_LIMITED = 4429; // wait longer before coming back
 const CLOSE_ROOM_GONE = 4404; // the room's history is gone: start afresh
+// Not let in (sign-in required, a private room, a ban): trying again will not help.
+const CLOSE_REFUSED = new Set([4401, 4403]);
 const RATE_LIMITED_MIN_MS = 5000;
 // Errors after which a post may succeed if sent again; any other refusal is final.
 const RETRYABLE = new Set(["rate_limited", "not_stored"]);
@@ -34,10 +36,13 @@ export class ChatConnection {
    * @param {(error: object) => void} handlers.onError
    * @param {(lastSeq: number) => void} handlers.onSynced  the history (or catch-up) is complete
    * @param {() => void} handlers.onReset  the room was deleted: forget every message shown
+   * @param {(name: string) => void} handlers.onTyping  someone else is typing
+   * @param {(frame: object) => void} handlers.onPresence  who is here: all, or joined/left
    */
-  constructor(baseUrl, { onMessage, onPending, onState, onError, onSynced, onReset, onTyping }) {
+  constructor(baseUrl, handlers) {
     this.baseUrl = baseUrl;
-    this.handlers = { onMessage, onPending, onState, onError, onSynced, onReset, onTyping };
+    // onMessage, onPending, onState, onError, onSynced, onReset, onTyping, onPresence
+    this.handlers = handlers;
     this.typedAt = 0;
     this.socket = null;
     this.attempt = 0;
@@ -136,6 +141,9 @@ export class ChatConnection {
       case "typing":
         this.handlers.onTyping(frame.name);
         break;
+      case "presence":
+        this.handlers.onPresence(frame);
+        break;
       default:
         break;
     }
@@ -190,6 +198,10 @@ export class ChatConnection {
   }
 
   scheduleReconnect(code) {
+    if (CLOSE_REFUSED.has(code)) {
+      this.setState("refused", { code });
+      return;
+    }
     if (code === CLOSE_ROOM_GONE) {
       this.seqs.clear();
       this.oldestSeq = 0;
