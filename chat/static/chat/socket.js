@@ -44,6 +44,18 @@ export class ChatConnection {
     // onMessage, onPending, onState, onError, onSynced, onReset, onTyping, onPresence
     this.handlers = handlers;
     this.typedAt = 0;
+    // Leaving the page (or going into the back-forward cache) closes the socket at once, so
+    // the room sees this person leave now rather than when the server notices.
+    window.addEventListener("pagehide", () => {
+      const socket = this.socket;
+      this.socket = null;
+      socket?.close(1000, "page hidden");
+    });
+    window.addEventListener("pageshow", (event) => {
+      if (event.persisted && this.socket === null) {
+        this.start();
+      }
+    });
     this.socket = null;
     this.attempt = 0;
     this.seqs = new Set();
