@@ -3,10 +3,12 @@
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from chat.accounts import chat_login_required
 from chat.people import person_for, remember_guest
 from chat.rooms import ROOM_NAME_MAX_LENGTH, ROOM_NAME_REGEX, ROOM_NAME_RULE
 
 
+@chat_login_required
 def index(request: HttpRequest) -> HttpResponse:
     """The room picker."""
     return render(
@@ -22,11 +24,14 @@ def index(request: HttpRequest) -> HttpResponse:
     )
 
 
+@chat_login_required
 def room(request: HttpRequest, room_name: str) -> HttpResponse:
     """A chat room; a visitor who is not signed in is given a guest name (chat/people.py)."""
     person = person_for(request.user, request.COOKIES)
     response = render(
-        request, "chat/room.html", {"room_name": room_name, "display_name": person.name}
+        request,
+        "chat/room.html",
+        {"room_name": room_name, "display_name": person.name, "person": person},
     )
     remember_guest(response, request, person)
     return response

@@ -298,3 +298,15 @@ LOGGING = {
 # a lifetime.
 CHAT_PRESENCE_STORAGE = env_str("REDIS_URL") or "memory://"
 CHAT_PRESENCE_LIFETIME = _cap("CHAT_PRESENCE_LIFETIME", 60)
+
+# --- Accounts (chat/accounts.py, chat/people.py; README "Accounts") ---------------------------
+# Off: visitors who are not signed in chat as guests, named in a signed cookie. On: the chat
+# pages send them to sign in first, and their sockets are refused.
+CHAT_REQUIRE_LOGIN = env_bool("CHAT_REQUIRE_LOGIN", default=False)
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat:index"
+LOGOUT_REDIRECT_URL = "chat:index"
+# Sign-up attempts per client address: each stores a user and hashes a password (~0.1 s of
+# CPU). Ten an hour is more than a household or an office signs up; a script is stopped.
+# Sign-ins share CHAT_LIMIT_ADMIN_LOGIN's counters. CHAT_LIMITS=off lifts both.
+CHAT_LIMIT_SIGNUPS_PER_ADDRESS = _rate("CHAT_LIMIT_SIGNUPS_PER_ADDRESS", "10/hour")
