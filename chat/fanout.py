@@ -255,10 +255,14 @@ class Hub:
         """Deliver whatever the database holds beyond what was delivered; drop idle rooms."""
         live = [r for r in self.rooms.values() if r.ready is not None and r.ready.done()]
         if live:
-            positions = await db_read(selectors.rooms_positions)(names=[r.name for r in live])
+            # What each room was known as when the database was read: a room whose first
+            # message gave it an id meanwhile was not deleted, it is newer than the read.
+            known = {room.name: room.room_id for room in live}
+            positions = await db_read(selectors.rooms_positions)(names=list(known))
             for room in live:
                 async with room.lock:
-                    await self._reconcile_room(room, positions.get(room.name))
+                    if room.room_id == known[room.name]:
+                        await self._reconcile_room(room, positions.get(room.name))
         now = time.monotonic()
         idle = [
             room

@@ -11,7 +11,9 @@ from chat.testing.browser import LiveChatServerMixin, chromium
 WAIT = 10
 
 
-class TwoPeopleTests(LiveChatServerMixin, ChannelsLiveServerTestCase):
+class TwoPeople(LiveChatServerMixin, ChannelsLiveServerTestCase):
+    """Alice and Bob, each in a browser; one test per class, each on a fresh test server."""
+
     serve_static = True
 
     @classmethod
@@ -38,6 +40,8 @@ class TwoPeopleTests(LiveChatServerMixin, ChannelsLiveServerTestCase):
         )
         return str(driver.find_element(By.CSS_SELECTOR, ".me").text)
 
+
+class TypingTests(TwoPeople):
     def test_typing_shows_to_the_other_and_expires_by_itself(self) -> None:
         alice_name = self.open_room(self.alice, "typing")
         self.open_room(self.bob, "typing")
@@ -49,6 +53,8 @@ class TwoPeopleTests(LiveChatServerMixin, ChannelsLiveServerTestCase):
         # With no further keystroke it goes away on its own.
         WebDriverWait(self.bob, WAIT).until(lambda _: typing.text == "")
 
+
+class PostingTests(TwoPeople):
     def test_posting_ends_the_typing_notice_at_once(self) -> None:
         self.open_room(self.alice, "posting")
         self.open_room(self.bob, "posting")
@@ -61,6 +67,8 @@ class TwoPeopleTests(LiveChatServerMixin, ChannelsLiveServerTestCase):
         WebDriverWait(self.bob, WAIT).until(lambda _: "hello" in log.get_property("value"))
         self.assertEqual(typing.text, "")
 
+
+class PresenceTests(TwoPeople):
     def test_each_sees_the_other_arrive_and_leave(self) -> None:
         alice_name = self.open_room(self.alice, "arrivals")
 
