@@ -248,6 +248,8 @@ class MessageFrame(TypedDict):
     time: str
     # The sender's own id for the post, so its page can match it to what it is still sending.
     client_id: NotRequired[str]
+    # True when the author is a guest (no account), who must not pass for a registered user.
+    guest: NotRequired[bool]
 
 
 class AckFrame(TypedDict):
@@ -358,6 +360,8 @@ class StoredMessage(Protocol):
     def created_at(self) -> datetime: ...
     @property
     def client_id(self) -> str | None: ...
+    @property
+    def author_id(self) -> int | None: ...
 
 
 def message_frame(message: StoredMessage) -> MessageFrame:
@@ -371,6 +375,8 @@ def message_frame(message: StoredMessage) -> MessageFrame:
     }
     if message.client_id is not None:
         frame["client_id"] = message.client_id
+    if message.author_id is None:
+        frame["guest"] = True
     return frame
 
 

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from chat.models import Message, Room
 
-_ROW_FIELDS = ("seq", "body", "author_name", "created_at", "client_id")
+_ROW_FIELDS = ("seq", "body", "author_name", "created_at", "client_id", "author_id")
 
 
 class MessageRow(NamedTuple):
@@ -18,6 +18,8 @@ class MessageRow(NamedTuple):
     author_name: str
     created_at: datetime
     client_id: str | None
+    # None for a guest's message.
+    author_id: int | None = None
 
 
 def messages_before(*, room_id: int, before: int, limit: int) -> list[Message]:

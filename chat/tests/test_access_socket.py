@@ -110,3 +110,16 @@ async def test_sign_in_required_closes_a_guests_socket_with_4401(
     member = await connect("lobby", headers=headers)
     await member.send_json_to({"message": "hi", "client_id": "h"})
     assert (await receive(member))["type"] == "ack"
+
+
+async def test_a_guest_is_marked_as_one_and_a_signed_in_user_is_not(connect: Connect) -> None:
+    _, headers = await signed_in("ada")
+    member = await connect("lobby", headers=headers)
+    guest = await connect("lobby")
+    await member.send_json_to({"message": "from ada"})
+    await guest.send_json_to({"message": "from a guest"})
+    frames = [await receive(member), await receive(member)]
+    by_text = {frame["message"]: frame for frame in frames}
+    assert by_text["from ada"]["author"] == "ada"
+    assert "guest" not in by_text["from ada"]
+    assert by_text["from a guest"]["guest"] is True

@@ -72,7 +72,9 @@ async def test_post_is_stored_then_acknowledged_then_broadcast(connect: Connect)
     assert await stored("lobby") == [(1, "hello")]
     for communicator in (alice, bob):
         frame = await receive(communicator)
-        assert set(frame) == {"type", "seq", "message", "author", "time", "client_id"}
+        # `guest`: the author has no account (these sockets are guests').
+        assert set(frame) == {"type", "seq", "message", "author", "time", "client_id", "guest"}
+        assert frame["guest"] is True
         assert frame["client_id"] == "a1"
         assert (frame["type"], frame["seq"], frame["message"]) == ("message", 1, "hello")
         assert frame["author"].startswith("guest-")

@@ -43,7 +43,11 @@ function messageRow(message) {
   time.dateTime = message.time;
   time.textContent = timeFormat.format(new Date(message.time));
   time.title = message.time;
-  row.append(time, " ", span("author", message.author), " ", span("text", message.message), "\n");
+  const author = span("author", message.author);
+  if (message.guest) {
+    author.append(" ", span("badge", "guest"));
+  }
+  row.append(time, " ", author, " ", span("text", message.message), "\n");
   return row;
 }
 
