@@ -66,6 +66,9 @@ class PostingTests(TwoPeople):
         log = self.bob.find_element(By.CSS_SELECTOR, "#chat-log")
         WebDriverWait(self.bob, WAIT).until(lambda _: "hello" in log.get_property("value"))
         self.assertEqual(typing.text, "")
+        # Alice is a guest, and her message says so beside her name.
+        badges = log.find_elements(By.CSS_SELECTOR, ".msg .author + .badge")
+        self.assertEqual([badge.text for badge in badges], ["guest"])
 
 
 class PresenceTests(TwoPeople):

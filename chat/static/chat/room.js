@@ -43,11 +43,12 @@ function messageRow(message) {
   time.dateTime = message.time;
   time.textContent = timeFormat.format(new Date(message.time));
   time.title = message.time;
-  const author = span("author", message.author);
+  row.append(time, " ", span("author", message.author));
   if (message.guest) {
-    author.append(" ", span("badge", "guest"));
+    // Beside the name, not in it: a guest never passes for the account of the same name.
+    row.append(" ", span("badge", "guest"));
   }
-  row.append(time, " ", author, " ", span("text", message.message), "\n");
+  row.append(" ", span("text", message.message), "\n");
   return row;
 }
 
