@@ -11,6 +11,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 django_asgi_app = get_asgi_application()
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.runtime import tune_gc_for_serving  # noqa: E402
 from chat.transport import ServerSendMiddleware  # noqa: E402
 from mysite.origin import SiteOriginValidator  # noqa: E402
 
@@ -23,3 +24,6 @@ application = ServerSendMiddleware(
         }
     )
 )
+
+# Everything the process needs is loaded: keep collector pauses off the hot path.
+tune_gc_for_serving()

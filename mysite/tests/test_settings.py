@@ -204,3 +204,13 @@ def test_malformed_https_settings_are_refused(name: str, value: str) -> None:
 def test_malformed_admin_login_limit_is_refused() -> None:
     with pytest.raises(RuntimeError, match="lots"):
         settings_in_fresh_process(CHAT_LIMIT_ADMIN_LOGIN="lots")
+
+
+def test_the_served_application_keeps_collector_pauses_off_the_hot_path() -> None:
+    import gc
+
+    from chat.runtime import GC_GEN0_THRESHOLD
+    from mysite import asgi  # noqa: F401  (importing it is serving it)
+
+    assert gc.get_threshold()[0] == GC_GEN0_THRESHOLD
+    assert gc.get_freeze_count() > 0
