@@ -20,7 +20,16 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from chat import access, protocol, selectors, services, stream
+from chat import (
+    access,
+    lifecycle,
+    logging_context,
+    metrics,
+    protocol,
+    selectors,
+    services,
+    stream,
+)
 from chat.db import db_read
 from chat.fanout import LocalRoom, hubs
 from chat.people import Person, SignInRequired, person_for_scope
@@ -133,6 +142,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.room_name = self.stream.room_name = self.scope["url_route"]["kwargs"]["room_name"]
         self.server_send = self.scope.get(SCOPE_KEY, self.base_send)
         self.socket_id = secrets.token_hex(8)
+        logging_context.bind_socket(connection=self.socket_id, room=self.room_name)
         try:
             self.person = person_for_scope(self.scope)
         except SignInRequired:
@@ -162,6 +172,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.local = local = await hubs.get().join(self, room_name=self.room_name)
         joined_at = local.last_seq
         await self.accept()
+        lifecycle.opened(self)
         self.direct = direct_socket(self.server_send)
         self.socket = self.direct or AsgiSocket(self.server_send)
         self.stream.attach(self.socket)
@@ -211,6 +222,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if refused is None:
                 self.counted = True
                 return True
+        metrics.refused("handshake")
         await self.refuse_handshake(
             _rate_limited(refused, "Too many connections"), protocol.CLOSE_RATE_LIMITED
         )
@@ -220,6 +232,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Accept only to say why, in a frame a browser can read (a refused handshake is a
         bare HTTP 403), then close with `code`, which tells the client what to do next."""
         await self.accept()
+        metrics.error_sent(error.code)
         await self.send(text_data=protocol.encode(protocol.error_frame(error)))
         await self.close(code=code)
 
@@ -246,6 +259,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def leave(self) -> None:
         """Leave the hub's room and stop every task of this socket; safe to call twice."""
+        lifecycle.closed(self)
         if self.local is not None:
             hubs.get().leave(self, room_name=self.room_name)
             self.local = None
@@ -292,6 +306,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 f"At most one typing frame per {protocol.TYPING_INTERVAL:.0f} s.",
                 retry_after=wait,
             )
+            metrics.refused("typing")
             await self.refuse(error, None)
             return
         self.typed_at = now
@@ -333,7 +348,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Handle one frame from the browser."""
-        if self.close_sent:
+        if self.close_sent or lifecycle.draining:
             return
         if text_data is None:
             if bytes_data is not None and len(bytes_data) > protocol.MAX_FRAME_BYTES:
@@ -374,6 +389,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if refused is None and self.room_id is None:
                 refused = await throttle.new_room(address=self.address)
             if refused is not None:
+                metrics.refused("post")
                 await self.refuse(_rate_limited(refused, "Too many posts"), frame.client_id)
                 return
         if self.in_flight >= MAX_IN_FLIGHT:
@@ -425,6 +441,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if throttle.enabled:
             refused = await throttle.history(person=self.person.key, address=self.address)
             if refused is not None:
+                metrics.refused("history")
                 await self.refuse(_rate_limited(refused, "Too many history requests"), None)
                 return
         # A client that asks and never reads waits here, not in the server's memory.
@@ -453,6 +470,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def send_error(self, error: ProtocolError, *, client_id: str | None = None) -> None:
         """Tell this socket (and no one else) why its frame was refused."""
         if self.socket is not None:
+            metrics.error_sent(error.code)
             self.socket.send_text(protocol.encode(protocol.error_frame(error, client_id=client_id)))
 
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
-from chat import access, protocol, selectors
+from chat import access, metrics, protocol, selectors
 from chat.db import db_read
 from chat.events import Batch, Typing, read_batch, read_typing
 from chat.rooms import group_name
@@ -191,6 +191,7 @@ class Hub:
         async with room.lock:
             messages = batch.messages
             if messages and messages[0][0] > room.last_seq + 1:
+                metrics.gap_filled()
                 await self._fill(room, to_seq=messages[0][0] - 1)
             fresh = [OutFrame(seq, text) for seq, text in messages if seq > room.last_seq]
             if fresh and fresh[0].seq == room.last_seq + 1:
@@ -225,6 +226,7 @@ class Hub:
             except Exception:
                 # That socket's problem alone; the rest of the room still gets the messages.
                 logger.exception("delivering to a socket in room %s failed", room.name)
+        metrics.delivered(room.name, frames, len(room.members))
 
     async def _fill(self, room: LocalRoom, *, to_seq: int) -> None:
         """Deliver stored messages after room.last_seq up to `to_seq`, from the database."""
@@ -291,6 +293,7 @@ class Hub:
         if room.room_id is None:
             room.room_id = room_id  # created by a post whose publish never arrived here
         if last_seq > room.last_seq:
+            metrics.reconciled()
             await self._fill(room, to_seq=last_seq)
 
     async def _unsubscribe_all(self, rooms: list[LocalRoom]) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from chat import protocol
+from chat import metrics, protocol
 from chat.runtime import PerLoop
 from chat.selectors import MessageRow
 from chat.transport import OutFrame, Socket
@@ -117,6 +117,7 @@ class MessageStream:
         while to_seq is None or self.last_seq < to_seq:
             limit = CATCH_UP_PAGE if to_seq is None else min(CATCH_UP_PAGE, to_seq - self.last_seq)
             page = await self.rows_after(self.last_seq, limit)
+            metrics.caught_up(len(page))
             await self.send_stored(page)
             if len(page) < limit:
                 return

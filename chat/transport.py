@@ -36,6 +36,8 @@ from typing import Any, Final, Literal, Protocol
 
 from autobahn.websocket.protocol import PreparedMessage  # daphne's WebSocket library
 
+from chat import metrics
+
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -172,6 +174,7 @@ class DirectSocket:
             return False
         if self.buffered() > self.limit:
             # A close frame would only queue behind the backlog: abort the connection.
+            metrics.slow_reader_dropped()
             self.transport.abortConnection()
             return False
         return True
@@ -184,6 +187,7 @@ class DirectSocket:
             self.buffered() > CATCH_UP_LOW_WATER and self.protocol.state == self.protocol.STATE_OPEN
         ):
             if loop.time() > deadline:
+                metrics.slow_reader_dropped()
                 self.transport.abortConnection()
                 return
             await asyncio.sleep(DRAIN_POLL)
@@ -229,6 +233,7 @@ class AsgiSocket:
         if self.closed:
             return
         if self.pending > self.limit:
+            metrics.slow_reader_dropped()
             self.close()
             self.task = asyncio.ensure_future(self._send_close())
             return
@@ -260,6 +265,7 @@ class AsgiSocket:
             try:
                 await asyncio.wait_for(self._drained.wait(), CATCH_UP_DRAIN_TIMEOUT)
             except TimeoutError:
+                metrics.slow_reader_dropped()
                 self.close()
             finally:
                 self._drained = None

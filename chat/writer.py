@@ -24,7 +24,7 @@ from typing import Protocol
 from channels.layers import get_channel_layer
 from django.db import InterfaceError, OperationalError
 
-from chat import protocol, services
+from chat import metrics, protocol, services
 from chat.db import db_sync_to_async
 from chat.events import batch_event, typing_event
 from chat.rooms import group_name
@@ -140,6 +140,7 @@ class PostWriter:
                 message = outcome.message
                 frame = protocol.encode(protocol.message_frame(message))
                 fresh[queued.room_name, message.room_id].append((message.seq, frame))
+        metrics.batch_stored(len(batch), outcomes, fresh.items())
         if fresh:
             self.outbox.put_nowait(fresh)
 

@@ -10,15 +10,19 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 # Populate the app registry before importing code that touches models.
 django_asgi_app = get_asgi_application()
 
+from chat import lifecycle  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chat.runtime import tune_gc_for_serving  # noqa: E402
 from chat.transport import ServerSendMiddleware  # noqa: E402
+from mysite.health import ProbeEndpoints  # noqa: E402
+from mysite.logging import install_access_log  # noqa: E402
 from mysite.origin import SiteOriginValidator  # noqa: E402
 
 application = ServerSendMiddleware(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            # /healthz, /readyz and /metrics before Django (mysite/health.py).
+            "http": ProbeEndpoints(django_asgi_app),
             # Only a page served by this site may open a socket (mysite/origin.py).
             "websocket": SiteOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
@@ -27,3 +31,7 @@ application = ServerSendMiddleware(
 
 # Everything the process needs is loaded: keep collector pauses off the hot path.
 tune_gc_for_serving()
+# Under daphne: SIGTERM drains and closes sockets with 1012 (chat/lifecycle.py), and the access
+# log goes through logging, without the probes (mysite/logging.py).
+lifecycle.install_under_daphne()
+install_access_log()

@@ -11,6 +11,7 @@ from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from mysite.env import env_bool, env_list, env_str
+from mysite.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -274,22 +275,33 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Outside the checkout in production (deploy/chat.env.example), so a deploy's collectstatic
+# never leaves a stale manifest in a developer's clone.
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles")
+# Hashed, compressed names once collectstatic has run; plain ones before (mysite/static.py).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "mysite.static.HashedStaticFiles"},
+}
 # Serve straight from the apps too, so `daphne mysite.asgi:application` works from a clone;
 # `collectstatic` is still the faster path in production.
 WHITENOISE_USE_FINDERS = True
 # Before the first collectstatic, STATIC_ROOT does not exist yet and the finders suffice.
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at")
 
 # `python manage.py test` runs the same pytest suite as `make test`.
 TEST_RUNNER = "mysite.test_runner.PytestTestRunner"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"chat": {"handlers": ["console"], "level": env_str("CHAT_LOG_LEVEL", "INFO")}},
-}
+# CHAT_LOG_FORMAT=json: one JSON object per line, for the chat, Django and daphne's access log
+# alike (mysite/logging.py); `text` (the default): one readable line.
+LOGGING = logging_config(
+    fmt=env_str("CHAT_LOG_FORMAT") or "text", level=env_str("CHAT_LOG_LEVEL") or "INFO"
+)
+LOGGING_CONFIG = "mysite.logging.configure"  # Python's warnings go through it too
+
+# --- Operations (mysite/health.py; docs/deployment.md) --------------------------------------
+# /metrics asks for `Authorization: Bearer <this>` when set; unset, it answers loopback only.
+CHAT_METRICS_TOKEN = env_str("CHAT_METRICS_TOKEN") or ""
 
 # --- Presence (chat/presence.py) --------------------------------------------------------------
 # Who is in each room: in Redis when REDIS_URL is set, so every process sees everyone; in the

@@ -27,6 +27,8 @@ class DaphneServer:
     process: subprocess.Popen[bytes] | None = None
     # More environment for the server (CHAT_LIMITS=off, say), over the defaults below.
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Where the server's stdout and stderr go (appended, across restarts); None: nowhere.
+    log_path: Path | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -65,6 +67,7 @@ class DaphneServer:
 
     def start(self) -> DaphneServer:
         """Start daphne (again) on the same port and database, and wait until it listens."""
+        log = self.log_path.open("ab") if self.log_path is not None else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -78,11 +81,18 @@ class DaphneServer:
             ],
             cwd=ROOT,
             env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT if self.log_path is not None else subprocess.DEVNULL,
         )
+        if not isinstance(log, int):
+            log.close()  # the child has its own copy
         wait_for_port(self.port, timeout=20)
         return self
+
+    def log_lines(self) -> list[str]:
+        """Every line the server wrote to log_path so far."""
+        assert self.log_path is not None, "started without a log_path"
+        return self.log_path.read_text(errors="replace").splitlines()
 
     def kill(self) -> None:
         """Kill the server at once (SIGKILL): no goodbye to any socket."""
