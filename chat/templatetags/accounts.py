@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django import template
+from django.utils.html import json_script
+from django.utils.safestring import SafeString
 
+from chat.access import is_moderator
 from chat.people import GUEST_NAME_MAX_LENGTH, GUEST_NAME_RULE, SignInRequired, person_for
 
 register = template.Library()
@@ -30,3 +33,15 @@ def account_nav(context: template.Context, *, rename: bool = False) -> dict[str,
         "name_max_length": GUEST_NAME_MAX_LENGTH,
         "name_rule": GUEST_NAME_RULE,
     }
+
+
+@register.simple_tag(takes_context=True)
+def me_json(context: template.Context) -> SafeString:
+    """Who the page is for, as a `json_script` block named "me": own messages, controls."""
+    person = context["person"]
+    me = {
+        "name": person.name,
+        "guest": person.is_guest,
+        "moderator": is_moderator(context["request"].user),
+    }
+    return json_script(me, "me")

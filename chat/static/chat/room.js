@@ -1,15 +1,19 @@
 // The room page: renders what the connection hands it and sends what is typed.
-// User text only ever reaches the page through textContent, never as HTML.
+// User text only ever reaches the page through textContent (and, for http(s) URLs, links made
+// with the DOM), never as HTML. The log's layout (day separators, grouping, the new-messages
+// marker) lives in log.js; this module wires the page together.
 import { ChatConnection } from "./socket.js";
+import { MessageLog } from "./log.js";
 
 const roomName = JSON.parse(document.getElementById("room-name").textContent);
-const log = document.querySelector("#chat-log");
+const me = JSON.parse(document.getElementById("me").textContent);
 const input = document.querySelector("#chat-message-input");
 const submit = document.querySelector("#chat-message-submit");
 const composer = document.querySelector("#composer");
 const status = document.querySelector("#connection-status");
 const older = document.querySelector("#load-older");
 const empty = document.querySelector("#empty-room");
+const notice = document.querySelector("#notice");
 const typingLine = document.querySelector("#typing");
 const peopleLine = document.querySelector("#people");
 const present = new Set();
@@ -25,38 +29,19 @@ const STATE_LABELS = {
   reconnecting: "Reconnecting…",
   refused: "Not allowed here",
 };
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
-function span(className, text) {
-  const part = document.createElement("span");
-  part.className = className;
-  part.textContent = text;
-  return part;
-}
+const log = new MessageLog(document.querySelector("#chat-log"), {
+  me,
+  jump: document.querySelector("#jump-latest"),
+  title: document.title,
+  onEdit: (seq, text) => change({ type: "edit", seq, message: text }),
+  onDelete: (seq) => change({ type: "delete", seq }),
+  onRendered: showRendered,
+});
 
-function messageRow(message) {
-  const row = document.createElement("span");
-  row.className = "msg";
-  row.dataset.seq = String(message.seq);
-  const time = document.createElement("time");
-  time.className = "time";
-  time.dateTime = message.time;
-  time.textContent = timeFormat.format(new Date(message.time));
-  time.title = message.time;
-  row.append(time, " ", span("author", message.author));
-  if (message.guest) {
-    // Beside the name, not in it: a guest never passes for the account of the same name.
-    row.append(" ", span("badge", "guest"));
-  }
-  row.append(" ", span("text", message.message), "\n");
-  return row;
-}
-
-function stickToBottom(change) {
-  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-  change();
-  if (atBottom) {
-    log.scrollTop = log.scrollHeight;
+function change(frame) {
+  if (!chat.change(frame)) {
+    showNotice("You are offline: try again once connected.");
   }
 }
 
@@ -67,42 +52,39 @@ function showMessage(message) {
     typists.delete(message.author);
     showTyping();
   }
-  // Rows stay in sequence order whatever order they arrive in; pending posts stay last.
-  const row = messageRow(message);
-  let before = log.querySelector(".msg.pending, .msg.notice:last-child");
-  for (const existing of log.querySelectorAll(".msg[data-seq]")) {
-    if (Number(existing.dataset.seq) > message.seq) {
-      before = existing;
-      break;
-    }
-  }
-  stickToBottom(() => log.insertBefore(row, before));
+  log.add(message);
+}
+
+// After the log drew a batch of messages: for tests, the newest seq the page shows.
+function showRendered() {
   empty.hidden = true;
-  document.body.dataset.lastSeq = String(chat.newestSeq);
   older.hidden = !chat.hasOlder;
+  document.body.dataset.lastSeq = String(chat.newestSeq);
+}
+
+function showChange(frame) {
+  log.change(frame);
+  document.body.dataset.lastSeq = String(chat.newestSeq);
 }
 
 function showPending(pending) {
-  stickToBottom(() => {
-    log.querySelectorAll(".msg.pending").forEach((row) => row.remove());
-    for (const { text } of pending) {
-      const row = span("msg pending", "");
-      row.append(span("author", "sending…"), span("text", text), "\n");
-      log.append(row);
-    }
-  });
+  log.showPending(pending);
   document.body.dataset.pending = String(pending.length);
 }
 
+function showNotice(text) {
+  notice.textContent = text ? `⚠ ${text}` : "";
+  notice.hidden = !text;
+}
+
 function showError(error) {
-  const row = span("msg notice", "");
-  row.append(span("text", `⚠ ${error.detail}`), "\n");
-  stickToBottom(() => log.append(row));
+  showNotice(error.detail ?? error.code);
 }
 
 function showSynced() {
   // The history is in: say so when the room has none, rather than leave a blank log.
-  empty.hidden = log.querySelector(".msg[data-seq]") !== null;
+  empty.hidden = log.size > 0;
+  log.synced = true;
   document.body.dataset.synced = "true";
 }
 
@@ -117,6 +99,7 @@ function showTyping() {
   } else {
     typingLine.textContent = "Several people are typing…";
   }
+  typingLine.title = typingLine.textContent;
   document.body.dataset.typing = names.join(",");
 }
 
@@ -130,7 +113,7 @@ function showPresence(frame) {
   const names = Array.from(present).sort((a, b) => a.localeCompare(b));
   const more = names.length - PEOPLE_SHOWN;
   const shown = names.slice(0, PEOPLE_SHOWN).join(", ");
-  peopleLine.textContent = `Here: ${shown}${more > 0 ? ` and ${more} more` : ""}`;
+  peopleLine.textContent = `Here (${names.length}): ${shown}${more > 0 ? ` and ${more} more` : ""}`;
   peopleLine.title = names.join(", ");
   document.body.dataset.people = names.join(",");
 }
@@ -148,7 +131,7 @@ function someoneTyping(name) {
 }
 
 function forgetMessages() {
-  log.querySelectorAll(".msg[data-seq]").forEach((row) => row.remove());
+  log.clear();
   older.hidden = true;
 }
 
@@ -156,19 +139,27 @@ function showState(state) {
   document.body.dataset.wsState = state;
   status.textContent = STATE_LABELS[state] ?? state;
   status.dataset.state = state;
+  if (state === "open") {
+    showNotice("");
+  }
 }
 
 const scheme = window.location.protocol === "https:" ? "wss" : "ws";
-const chat = new ChatConnection(`${scheme}://${window.location.host}/ws/chat/${roomName}/`, {
-  onMessage: showMessage,
-  onPending: showPending,
-  onState: showState,
-  onError: showError,
-  onSynced: showSynced,
-  onReset: forgetMessages,
-  onTyping: someoneTyping,
-  onPresence: showPresence,
-});
+const chat = new ChatConnection(
+  `${scheme}://${window.location.host}/ws/chat/${roomName}/`,
+  {
+    onMessage: showMessage,
+    onChange: showChange,
+    onPending: showPending,
+    onState: showState,
+    onError: showError,
+    onSynced: showSynced,
+    onReset: forgetMessages,
+    onTyping: someoneTyping,
+    onPresence: showPresence,
+  },
+  `chat.pending.${roomName}`,
+);
 
 function sendTyped() {
   const text = input.value;
@@ -178,6 +169,7 @@ function sendTyped() {
   chat.post(text);
   input.value = "";
   input.focus();
+  log.scrollToLatest();
 }
 
 composer.addEventListener("submit", (event) => {
@@ -185,6 +177,13 @@ composer.addEventListener("submit", (event) => {
   sendTyped();
 });
 submit.addEventListener("click", sendTyped);
+input.addEventListener("keydown", (event) => {
+  // Enter sends; Shift+Enter is a new line; Enter that ends an IME composition is neither.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    sendTyped();
+  }
+});
 input.addEventListener("input", () => {
   if (input.value.trim()) {
     chat.typing();

@@ -1,6 +1,7 @@
 // Owns the connection to one room: connects and reconnects (exponential backoff with jitter),
 // resumes after the last sequence number it holds, keeps posts until the server acknowledges
-// them (resending by client id, so each is stored once), and hands the page each stored message
+// them (resending by client id, so each is stored once, and keeping them in localStorage so they
+// outlive the tab), and hands the page each stored message and each change (an edit, a delete)
 // exactly once. It knows nothing about the DOM.
 
 const BACKOFF_FIRST_MS = 500;
@@ -16,6 +17,8 @@ const CLOSE_REFUSED = new Set([4401, 4403]);
 const RATE_LIMITED_MIN_MS = 5000;
 // Errors after which a post may succeed if sent again; any other refusal is final.
 const RETRYABLE = new Set(["rate_limited", "not_stored"]);
+// Frames that take a place in the room's sequence: the resume position is the highest held.
+const SEQUENCED = new Set(["message", "edit", "delete"]);
 
 function newClientId() {
   if (window.crypto && typeof window.crypto.randomUUID === "function") {
@@ -38,11 +41,14 @@ export class ChatConnection {
    * @param {() => void} handlers.onReset  the room was deleted: forget every message shown
    * @param {(name: string) => void} handlers.onTyping  someone else is typing
    * @param {(frame: object) => void} handlers.onPresence  who is here: all, or joined/left
+   * @param {(change: object) => void} handlers.onChange  an edit or delete frame, once per seq
+   * @param {string} storageKey  where posts wait for their ack across reloads (localStorage)
    */
-  constructor(baseUrl, handlers) {
+  constructor(baseUrl, handlers, storageKey = null) {
     this.baseUrl = baseUrl;
-    // onMessage, onPending, onState, onError, onSynced, onReset, onTyping, onPresence
+    // onMessage, onPending, onState, onError, onSynced, onReset, onTyping, onPresence, onChange
     this.handlers = handlers;
+    this.storage = new PendingStore(storageKey);
     this.typedAt = 0;
     // Leaving the page (or going into the back-forward cache) closes the socket at once, so
     // the room sees this person leave now rather than when the server notices.
@@ -61,13 +67,15 @@ export class ChatConnection {
     this.seqs = new Set();
     this.oldestSeq = 0;
     this.newestSeq = 0;
-    this.pending = new Map(); // client id → text, in posting order
+    // Client id → text, in posting order; posts a previous page of this room left unsent first.
+    this.pending = new Map(this.storage.load());
     this.syncedTo = null; // the room position held in full, from the server's `synced` frame
   }
 
   /** Open the connection, and reopen it whenever it drops. */
   start() {
     this.setState("connecting");
+    this.announcePending();
     // Resume after the newest message held (or the position synced to, in a quiet room);
     // the first time, the server sends the latest page and says where that leaves us.
     const position = Math.max(this.newestSeq, this.syncedTo ?? 0);
@@ -95,8 +103,21 @@ export class ChatConnection {
   post(text) {
     const clientId = newClientId();
     this.pending.set(clientId, text);
+    this.storage.add(clientId, text);
     this.announcePending();
     this.transmit({ type: "message", message: text, client_id: clientId });
+  }
+
+  /**
+   * Change a stored message: `{type: "edit", seq, message}` or `{type: "delete", seq}`.
+   * Sent now or not at all (false when offline): a change is not kept for later.
+   */
+  change(frame) {
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) {
+      return false;
+    }
+    this.transmit({ ...frame, client_id: newClientId() });
+    return true;
   }
 
   /** Say this person is typing: sent at most once per TYPING_EVERY_MS, never queued. */
@@ -135,9 +156,12 @@ export class ChatConnection {
     }
     switch (frame && frame.type) {
       case "message":
+      case "edit":
+      case "delete":
         this.accept(frame);
         break;
       case "history":
+        // Pages after a seq hold edits and deletes too, in seq order.
         frame.messages.forEach((message) => this.accept(message));
         break;
       case "ack":
@@ -163,7 +187,7 @@ export class ChatConnection {
 
   accept(message) {
     const seq = message.seq;
-    if (!Number.isInteger(seq) || this.seqs.has(seq)) {
+    if (!SEQUENCED.has(message.type ?? "message") || !Number.isInteger(seq) || this.seqs.has(seq)) {
       return;
     }
     const held = Math.max(this.newestSeq, this.syncedTo ?? 0);
@@ -174,6 +198,11 @@ export class ChatConnection {
     }
     this.seqs.add(seq);
     this.newestSeq = Math.max(this.newestSeq, seq);
+    if (message.type === "edit" || message.type === "delete") {
+      this.handlers.onChange(message);
+      return;
+    }
+    // Only posts count for "load older": `before` pages hold posts alone.
     this.oldestSeq = this.oldestSeq ? Math.min(this.oldestSeq, seq) : seq;
     if (message.client_id) {
       this.settle(message.client_id);
@@ -200,6 +229,7 @@ export class ChatConnection {
 
   settle(clientId) {
     if (this.pending.delete(clientId)) {
+      this.storage.remove(clientId);
       this.announcePending();
     }
   }
@@ -235,5 +265,54 @@ export class ChatConnection {
   setState(state, detail = {}) {
     this.state = state;
     this.handlers.onState(state, detail);
+  }
+}
+
+/**
+ * Posts waiting for their ack, in localStorage under one key per room, so that a reload or a
+ * closed tab does not lose them. Every change re-reads the stored list: other tabs of the room
+ * share it (a post two tabs resend is stored once: the server knows its client id).
+ */
+class PendingStore {
+  constructor(key) {
+    this.key = key;
+  }
+
+  /** The stored posts, as [client id, text] pairs in posting order. */
+  load() {
+    if (!this.key) {
+      return [];
+    }
+    try {
+      const stored = JSON.parse(window.localStorage.getItem(this.key) ?? "[]");
+      return Array.isArray(stored)
+        ? stored.filter((pair) => Array.isArray(pair) && pair.length === 2 && pair.every((part) => typeof part === "string"))
+        : [];
+    } catch {
+      return []; // storage disabled or full of something else: posts live as long as the tab
+    }
+  }
+
+  add(clientId, text) {
+    this.save([...this.load().filter(([id]) => id !== clientId), [clientId, text]]);
+  }
+
+  remove(clientId) {
+    this.save(this.load().filter(([id]) => id !== clientId));
+  }
+
+  save(pairs) {
+    if (!this.key) {
+      return;
+    }
+    try {
+      if (pairs.length) {
+        window.localStorage.setItem(this.key, JSON.stringify(pairs));
+      } else {
+        window.localStorage.removeItem(this.key);
+      }
+    } catch {
+      // Storage full or disabled: the post still waits in memory.
+    }
   }
 }
