@@ -26,12 +26,14 @@ from chat import (
     logging_context,
     metrics,
     protocol,
+    retention,
     selectors,
     services,
     stream,
 )
 from chat.db import db_read
 from chat.fanout import LocalRoom, hubs
+from chat.models import Message
 from chat.people import Person, SignInRequired, person_for_scope
 from chat.protocol import ErrorCode, ProtocolError
 from chat.roster import rosters
@@ -82,6 +84,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # A client that speaks this protocol (it asked for `?sync=1` or `?after=`) is also sent
     # presence and typing frames; the tutorial's client is sent only message frames.
     aware: bool = False
+    # True if this socket's person may edit and delete anyone's posts (chat/access.py).
+    moderator: bool = False
     # When this socket last said its person is typing (loop time), to hold it to the pace.
     typed_at: float = float("-inf")
     flood: FloodGuard
@@ -154,6 +158,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             error = ProtocolError(ErrorCode.FORBIDDEN, decision.detail)
             await self.refuse_handshake(error, protocol.CLOSE_FORBIDDEN)
             return
+        if self.person.user is not None:
+            self.moderator = await db_read(access.is_moderator)(self.person.user)
         client = self.scope.get("client")
         self.address = client[0] if client else "unknown"
         self.flood = FloodGuard()
@@ -161,6 +167,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         query = self.scope.get("query_string", b"")
         self.aware = protocol.wants_synced(query)
+        self.stream.plain_only = not self.aware
         resume_error = None
         try:
             after = protocol.parse_resume(query)
@@ -192,7 +199,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     room_id=local.room_id, before=joined_at + 1, limit=protocol.HISTORY_ON_JOIN
                 )
                 await self.stream.send_stored(history)
+                # The posts as they are now: the edits and deletes up to the join are in them.
+                self.stream.resume_after(max(self.stream.last_seq, joined_at))
         else:
+            await retention.tell_if_pruned(self.socket, room_id=local.room_id, after=after)
             self.stream.resume_after(after)
             await self.stream.catch_up()
         if protocol.wants_synced(query):
@@ -366,7 +376,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except ProtocolError as error:
             self.send_error(error)
             return
-        if isinstance(frame, protocol.PostMessage):
+        if isinstance(frame, protocol.PostMessage | protocol.EditMessage | protocol.DeleteMessage):
             await self.post(frame)
         elif isinstance(frame, protocol.HistoryRequest):
             await self.history(frame)
@@ -381,8 +391,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.socket.flush()
             await super().close(code=code, reason=reason)
 
-    async def post(self, frame: protocol.PostMessage) -> None:
-        """Queue the message for storing; the writer acknowledges it, then broadcasts it."""
+    async def post(
+        self, frame: protocol.PostMessage | protocol.EditMessage | protocol.DeleteMessage
+    ) -> None:
+        """Queue a post (or an edit or a delete of one) for storing; the writer acknowledges
+        it, then broadcasts it. Changes count against the same limits as posts."""
         throttle = throttles.get()
         if throttle.enabled:
             refused = await throttle.post(person=self.person.key, address=self.address)
@@ -399,13 +412,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if self.local is None:
                 return  # closed meanwhile
         self.in_flight += 1
+        if isinstance(frame, protocol.PostMessage):
+            kind, target_seq = Message.Kind.MESSAGE, None
+        else:
+            kind = (
+                Message.Kind.EDIT
+                if isinstance(frame, protocol.EditMessage)
+                else Message.Kind.DELETE
+            )
+            target_seq = frame.seq
         post = services.NewPost(
             room_name=self.room_name,
             room_id=self.room_id,
             author=self.person.user,  # type: ignore[arg-type]
             author_name=self.person.name,
-            body=frame.message,
+            body=frame.message if not isinstance(frame, protocol.DeleteMessage) else "",
             client_id=frame.client_id,
+            guest_id=self.person.guest_id,
+            kind=kind,
+            target_seq=target_seq,
+            moderator=self.moderator,
         )
         writers.get().submit(self.room_name, post, self)
 
@@ -423,6 +449,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 seq = outcome.message.seq
                 ack: protocol.AckFrame = {"type": "ack", "client_id": client_id, "seq": seq}
                 self.socket.send_text(protocol.encode(ack))
+        elif isinstance(outcome, services.Refused):
+            self.send_error(ProtocolError(outcome.code, outcome.detail), client_id=client_id)
         elif isinstance(outcome, RoomGone):
             self.room_gone()
         elif isinstance(outcome, Failed):

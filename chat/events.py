@@ -3,7 +3,8 @@
 The writer (chat/writer.py) builds it after a commit and publishes it to the room's group; every
 process's hub (chat/fanout.py) reads it. The channel layer serialises it (msgpack under Redis),
 so it holds only plain types: each message is `[seq, frame text]`, the frame encoded once by the
-writer for every socket of every process.
+writer for every socket of every process, or `[seq, frame text, 0]` for an edit or a delete,
+which is sent only to the clients that speak the protocol (not to the tutorial's).
 """
 
 from __future__ import annotations
@@ -26,21 +27,23 @@ class BatchEvent(TypedDict):
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A batch event as the hub reads it."""
+    """A batch event as the hub reads it: (seq, frame text, plain) of each event."""
 
     room: str
     room_id: int
-    messages: list[tuple[int, str]]
+    messages: list[tuple[int, str, bool]]
 
 
-def batch_event(room: str, room_id: int, messages: list[tuple[int, str]]) -> BatchEvent:
-    """The event that carries `messages` ((seq, frame text), in order) of a room."""
-    return {
-        "type": BATCH_EVENT,
-        "room": room,
-        "room_id": room_id,
-        "messages": [[seq, text] for seq, text in messages],
-    }
+def batch_event(
+    room: str, room_id: int, messages: list[tuple[int, str]] | list[tuple[int, str, bool]]
+) -> BatchEvent:
+    """The event that carries `messages` ((seq, frame text[, plain]), in order) of a room."""
+    items: list[list[int | str]] = []
+    for message in messages:
+        seq, text = message[0], message[1]
+        plain = message[2] if len(message) == 3 else True
+        items.append([seq, text] if plain else [seq, text, 0])
+    return {"type": BATCH_EVENT, "room": room, "room_id": room_id, "messages": items}
 
 
 class TypingEvent(TypedDict):
@@ -83,9 +86,9 @@ def read_batch(event: dict[str, Any]) -> Batch | None:
     room, room_id, messages = event.get("room"), event.get("room_id"), event.get("messages")
     if not (isinstance(room, str) and isinstance(room_id, int) and isinstance(messages, list)):
         return None
-    pairs: list[tuple[int, str]] = []
+    triples: list[tuple[int, str, bool]] = []
     for item in messages:
-        if not (len(item) == 2 and isinstance(item[0], int) and isinstance(item[1], str)):
+        if not (2 <= len(item) <= 3 and isinstance(item[0], int) and isinstance(item[1], str)):
             return None
-        pairs.append((item[0], item[1]))
-    return Batch(room, room_id, pairs)
+        triples.append((item[0], item[1], len(item) == 2))
+    return Batch(room, room_id, triples)

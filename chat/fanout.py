@@ -30,11 +30,12 @@ from typing import Any, Protocol
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
-from chat import access, metrics, protocol, selectors
+from chat import access, metrics, selectors
 from chat.db import db_read
 from chat.events import Batch, Typing, read_batch, read_typing
 from chat.rooms import group_name
 from chat.runtime import PerLoop
+from chat.stream import out_frame
 from chat.transport import DirectSocket, OutFrame, joined_payload
 
 logger = logging.getLogger(__name__)
@@ -193,7 +194,11 @@ class Hub:
             if messages and messages[0][0] > room.last_seq + 1:
                 metrics.gap_filled()
                 await self._fill(room, to_seq=messages[0][0] - 1)
-            fresh = [OutFrame(seq, text) for seq, text in messages if seq > room.last_seq]
+            fresh = [
+                OutFrame(seq, text, plain=plain)
+                for seq, text, plain in messages
+                if seq > room.last_seq
+            ]
             if fresh and fresh[0].seq == room.last_seq + 1:
                 await self._deliver(room, fresh)
 
@@ -232,14 +237,10 @@ class Hub:
         """Deliver stored messages after room.last_seq up to `to_seq`, from the database."""
         while room.last_seq < to_seq and room.room_id is not None:
             limit = min(FILL_PAGE, to_seq - room.last_seq)
-            page = await db_read(selectors.messages_after)(
+            page = await db_read(selectors.rows_after)(
                 room_id=room.room_id, after=room.last_seq, limit=limit
             )
-            frames = [
-                OutFrame(message.seq, protocol.encode(protocol.message_frame(message)))
-                for message in page
-                if message.seq > room.last_seq
-            ]
+            frames = [out_frame(row) for row in page if row.seq > room.last_seq]
             if frames and frames[0].seq == room.last_seq + 1:
                 await self._deliver(room, frames)
             if len(page) < limit:

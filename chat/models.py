@@ -9,7 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from chat.rooms import ROOM_NAME_MAX_LENGTH
-from chat.sizes import MAX_CLIENT_ID_CHARS
+from chat.sizes import GUEST_ID_MAX_LENGTH, MAX_CLIENT_ID_CHARS
 
 
 class Room(models.Model):
@@ -42,7 +42,18 @@ class Room(models.Model):
 
 
 class Message(models.Model):
-    """One post, numbered within its room."""
+    """One event of a room, numbered within it: a post, or a change to an earlier post.
+
+    Edits and deletes take the room's next sequence number like posts do, so a client that
+    resumes after `seq` N is sent every change made since, even to messages at or below N, in
+    the order they happened. The post itself always holds its current state (its latest text,
+    or none once deleted), which is what history pages show.
+    """
+
+    class Kind(models.IntegerChoices):
+        MESSAGE = 0, "message"
+        EDIT = 1, "edit"
+        DELETE = 2, "delete"
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
     seq = models.PositiveBigIntegerField()
@@ -55,8 +66,18 @@ class Message(models.Model):
         related_name="chat_messages",
     )
     author_name = models.CharField(max_length=150)
+    # A guest author's id (chat/people.py), which lets them edit and delete their own posts.
+    guest_id = models.CharField(max_length=GUEST_ID_MAX_LENGTH, null=True, blank=True)  # noqa: DJ001
+    # For a post, its current text ("" once deleted); for an edit, the new text ("" once the
+    # post is deleted: a deleted post's words are never sent again); for a delete, "".
     body = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
+    kind = models.PositiveSmallIntegerField(choices=Kind.choices, default=Kind.MESSAGE)
+    # For an edit or a delete: the seq of the post it changes.
+    target_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    # For a post: when it was last edited, and whether it was deleted.
+    edited_at = models.DateTimeField(null=True, blank=True)
+    deleted = models.BooleanField(default=False)
     # Chosen by the client so that a resend is recognised rather than stored twice. NULL, not
     # "", when absent: the unique constraint must not treat all id-less posts as one.
     client_id = models.CharField(  # noqa: DJ001

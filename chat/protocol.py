@@ -48,6 +48,7 @@ class ErrorCode:
     RATE_LIMITED = "rate_limited"
     SIGN_IN_REQUIRED = "sign_in_required"
     FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
 
 
 class ProtocolError(Exception):
@@ -94,9 +95,28 @@ class Typing:
     """`{"type": "typing"}`: this socket's person is typing (sent at most every 3 s)."""
 
 
-ClientFrame = PostMessage | HistoryRequest | Typing
+@dataclass(frozen=True, slots=True)
+class EditMessage:
+    """`{"type": "edit", "seq": n, "message": ..., "client_id"?: ...}`: new text for post n."""
+
+    seq: int
+    message: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMessage:
+    """`{"type": "delete", "seq": n, "client_id"?: ...}`: remove post n."""
+
+    seq: int
+    client_id: str | None = None
+
+
+ClientFrame = PostMessage | HistoryRequest | Typing | EditMessage | DeleteMessage
 
 _POST_FIELDS = frozenset({"type", "message", "client_id"})
+_EDIT_FIELDS = frozenset({"type", "seq", "message", "client_id"})
+_DELETE_FIELDS = frozenset({"type", "seq", "client_id"})
 _HISTORY_FIELDS = frozenset({"type", "before", "after", "limit"})
 _TYPING_FIELDS = frozenset({"type"})
 
@@ -119,6 +139,10 @@ def parse_client_frame(text: str) -> ClientFrame:
     if frame_type == "typing":
         _reject_unknown_fields(data, _TYPING_FIELDS)
         return Typing()
+    if frame_type == "edit":
+        return _parse_edit(data)
+    if frame_type == "delete":
+        return _parse_delete(data)
     if not isinstance(frame_type, str):
         raise ProtocolError(ErrorCode.BAD_FRAME, "`type` must be a string.")
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"Unknown frame type {frame_type[:40]!r}.")
@@ -126,6 +150,37 @@ def parse_client_frame(text: str) -> ClientFrame:
 
 def _parse_post(data: dict[str, Any]) -> PostMessage:
     _reject_unknown_fields(data, _POST_FIELDS)
+    client_id = _client_id(data)
+    try:
+        return PostMessage(message=_post_text(data.get("message")), client_id=client_id)
+    except ProtocolError as error:
+        error.client_id = client_id
+        raise
+
+
+def _parse_edit(data: dict[str, Any]) -> EditMessage:
+    _reject_unknown_fields(data, _EDIT_FIELDS)
+    client_id = _client_id(data)
+    try:
+        return EditMessage(
+            seq=_target_seq(data), message=_post_text(data.get("message")), client_id=client_id
+        )
+    except ProtocolError as error:
+        error.client_id = client_id
+        raise
+
+
+def _parse_delete(data: dict[str, Any]) -> DeleteMessage:
+    _reject_unknown_fields(data, _DELETE_FIELDS)
+    client_id = _client_id(data)
+    try:
+        return DeleteMessage(seq=_target_seq(data), client_id=client_id)
+    except ProtocolError as error:
+        error.client_id = client_id
+        raise
+
+
+def _client_id(data: dict[str, Any]) -> str | None:
     client_id = data.get("client_id")
     if client_id is not None:
         if not (isinstance(client_id, str) and 0 < len(client_id) <= MAX_CLIENT_ID_CHARS):
@@ -134,11 +189,15 @@ def _parse_post(data: dict[str, Any]) -> PostMessage:
                 f"`client_id` must be a string of 1–{MAX_CLIENT_ID_CHARS} characters.",
             )
         _require_storable("client_id", client_id)
-    try:
-        return PostMessage(message=_post_text(data.get("message")), client_id=client_id)
-    except ProtocolError as error:
-        error.client_id = client_id
-        raise
+    return client_id
+
+
+def _target_seq(data: dict[str, Any]) -> int:
+    seq = data.get("seq")
+    if not _is_int_at_least(seq, 1):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "`seq` must be the number of a message (≥ 1).")
+    assert isinstance(seq, int)
+    return seq
 
 
 def _post_text(message: object) -> str:
@@ -250,6 +309,25 @@ class MessageFrame(TypedDict):
     client_id: NotRequired[str]
     # True when the author is a guest (no account), who must not pass for a registered user.
     guest: NotRequired[bool]
+    # When the text was last changed (history and catch-up show a post as it is now).
+    edited: NotRequired[str]
+    # True once deleted; `message` is then "".
+    deleted: NotRequired[bool]
+
+
+class ChangeFrame(TypedDict):
+    """An edit or a delete of post `target`, itself numbered `seq` in the room's sequence."""
+
+    type: Literal["edit", "delete"]
+    seq: int
+    target: int
+    # Who made the change (the author, or a moderator), and when.
+    author: str
+    time: str
+    # The new text (edits only; "" if the post has been deleted since).
+    message: NotRequired[str]
+    client_id: NotRequired[str]
+    guest: NotRequired[bool]
 
 
 class AckFrame(TypedDict):
@@ -310,7 +388,14 @@ class PresenceFrame(TypedDict):
 
 
 ServerFrame = (
-    MessageFrame | AckFrame | HistoryFrame | SyncedFrame | ErrorFrame | TypingFrame | PresenceFrame
+    MessageFrame
+    | ChangeFrame
+    | AckFrame
+    | HistoryFrame
+    | SyncedFrame
+    | ErrorFrame
+    | TypingFrame
+    | PresenceFrame
 )
 
 
@@ -362,10 +447,42 @@ class StoredMessage(Protocol):
     def client_id(self) -> str | None: ...
     @property
     def author_id(self) -> int | None: ...
+    @property
+    def kind(self) -> int: ...
+    @property
+    def target_seq(self) -> int | None: ...
+    @property
+    def edited_at(self) -> datetime | None: ...
+    @property
+    def deleted(self) -> bool: ...
+
+
+# `Message.kind` (chat/models.py): a post, an edit, a delete.
+KIND_MESSAGE, KIND_EDIT, KIND_DELETE = 0, 1, 2
+
+
+def stored_frame(message: StoredMessage) -> MessageFrame | ChangeFrame:
+    """The frame that shows a stored event of a room (a post, an edit or a delete)."""
+    if message.kind == KIND_MESSAGE:
+        return message_frame(message)
+    change: ChangeFrame = {
+        "type": "edit" if message.kind == KIND_EDIT else "delete",
+        "seq": message.seq,
+        "target": message.target_seq or 0,
+        "author": message.author_name,
+        "time": format_time(message.created_at),
+    }
+    if message.kind == KIND_EDIT:
+        change["message"] = message.body
+    if message.client_id is not None:
+        change["client_id"] = message.client_id
+    if message.author_id is None:
+        change["guest"] = True
+    return change
 
 
 def message_frame(message: StoredMessage) -> MessageFrame:
-    """The frame that shows a stored message to clients."""
+    """The frame that shows a stored post to clients, as it is now."""
     frame: MessageFrame = {
         "type": "message",
         "seq": message.seq,
@@ -377,7 +494,19 @@ def message_frame(message: StoredMessage) -> MessageFrame:
         frame["client_id"] = message.client_id
     if message.author_id is None:
         frame["guest"] = True
+    if message.edited_at is not None:
+        frame["edited"] = format_time(message.edited_at)
+    if message.deleted:
+        frame["deleted"] = True
     return frame
+
+
+def shown_to_tutorial_clients(message: StoredMessage) -> bool:
+    """True for what a client that does not speak this protocol is sent: posts not deleted.
+
+    The tutorial's client appends the `message` of every frame it gets to its log.
+    """
+    return message.kind == KIND_MESSAGE and not message.deleted
 
 
 def error_frame(error: ProtocolError, *, client_id: str | None = None) -> ErrorFrame:

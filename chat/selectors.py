@@ -7,11 +7,23 @@ from typing import NamedTuple
 
 from chat.models import Message, Room
 
-_ROW_FIELDS = ("seq", "body", "author_name", "created_at", "client_id", "author_id")
+_ROW_FIELDS = (
+    "seq",
+    "body",
+    "author_name",
+    "created_at",
+    "client_id",
+    "author_id",
+    "kind",
+    "target_seq",
+    "edited_at",
+    "deleted",
+)
 
 
 class MessageRow(NamedTuple):
-    """A stored message as catch-up sends it: the columns of its frame, no model instance."""
+    """A stored event (a post, an edit, a delete) as catch-up sends it: the columns of its
+    frame, no model instance."""
 
     seq: int
     body: str
@@ -20,16 +32,23 @@ class MessageRow(NamedTuple):
     client_id: str | None
     # None for a guest's message.
     author_id: int | None = None
+    kind: int = Message.Kind.MESSAGE
+    target_seq: int | None = None
+    edited_at: datetime | None = None
+    deleted: bool = False
 
 
 def messages_before(*, room_id: int, before: int, limit: int) -> list[Message]:
-    """Up to `limit` messages just before sequence number `before`."""
-    newest_first = Message.objects.filter(room_id=room_id, seq__lt=before).order_by("-seq")[:limit]
+    """Up to `limit` posts just before sequence number `before` (edits and deletes are
+    already applied to the posts they change)."""
+    newest_first = Message.objects.filter(
+        room_id=room_id, seq__lt=before, kind=Message.Kind.MESSAGE
+    ).order_by("-seq")[:limit]
     return list(reversed(newest_first))
 
 
 def messages_after(*, room_id: int, after: int, limit: int) -> list[Message]:
-    """Up to `limit` messages just after sequence number `after`."""
+    """Up to `limit` events (posts, edits, deletes) just after sequence number `after`."""
     return list(Message.objects.filter(room_id=room_id, seq__gt=after).order_by("seq")[:limit])
 
 
@@ -52,6 +71,8 @@ def rows_after(*, room_id: int, after: int, limit: int) -> list[MessageRow]:
 
 def rows_before(*, room_id: int, before: int, limit: int) -> list[MessageRow]:
     """`messages_before` as plain rows, oldest first."""
-    rows = Message.objects.filter(room_id=room_id, seq__lt=before).order_by("-seq")[:limit]
+    rows = Message.objects.filter(
+        room_id=room_id, seq__lt=before, kind=Message.Kind.MESSAGE
+    ).order_by("-seq")[:limit]
     newest_first = [MessageRow(*row) for row in rows.values_list(*_ROW_FIELDS)]
     return newest_first[::-1]

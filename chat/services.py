@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
@@ -33,6 +34,13 @@ class NewPost:
     author_name: str
     body: str
     client_id: str | None
+    # A guest author's id (None for a signed-in author).
+    guest_id: str | None = None
+    # A post, or an edit or a delete of the post numbered `target_seq`...
+    kind: int = Message.Kind.MESSAGE
+    target_seq: int | None = None
+    # ...which only its author may make, or a moderator.
+    moderator: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +51,19 @@ class Stored:
     created: bool
 
 
-def messages_create(posts: list[NewPost]) -> list[Stored | None]:
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An edit or a delete that may not be made: `code` is an error frame's (chat/protocol.py)."""
+
+    code: str
+    detail: str
+
+
+NOT_FOUND = Refused("not_found", "There is no such message in this room (or it was deleted).")
+NOT_YOURS = Refused("forbidden", "Only its author or a moderator may change a message.")
+
+
+def messages_create(posts: list[NewPost]) -> list[Stored | Refused | None]:
     """Store posts in one transaction; for each post, its Stored, or None if its room is gone.
 
     Each room's next sequence numbers are handed out under that room's row lock (PostgreSQL) or
@@ -53,12 +73,17 @@ def messages_create(posts: list[NewPost]) -> list[Stored | None]:
     A post without a room id creates its room; one whose room id no longer exists (the room was
     deleted) is not stored. Storing many posts at once is the group commit that keeps the
     database off the hot path.
+
+    Edits and deletes (`kind`) are numbered and stored the same way, and applied to the post
+    they change in the same transaction; one of a post that is not in the room (or deleted),
+    or not the changer's own (unless they moderate), is Refused and changes nothing.
     """
     now = timezone.now()
-    results: list[Stored | None] = []
+    results: list[Stored | Refused | None] = []
     new: list[Message] = []
     with transaction.atomic():
         by_id, by_name = _lock_rooms(posts)
+        changes = _Changes(posts, by_id, by_name)
         client_ids = {post.client_id for post in posts if post.client_id is not None}
         known: dict[tuple[int, str | None], Message] = {}
         if client_ids:
@@ -76,28 +101,114 @@ def messages_create(posts: list[NewPost]) -> list[Stored | None]:
             if post.client_id is not None and key in known:
                 results.append(Stored(known[key], created=False))
                 continue
-            room.last_seq += 1
             author = (
                 post.author if post.author is not None and post.author.is_authenticated else None
             )
+            if post.kind != Message.Kind.MESSAGE:
+                refused = changes.apply(post, room.pk, author, now)
+                if refused is not None:
+                    results.append(refused)
+                    continue
+            room.last_seq += 1
             message = Message(
                 room_id=room.pk,
                 seq=room.last_seq,
                 author=author,
                 author_name=post.author_name,
-                body=post.body,
+                guest_id=post.guest_id if author is None else None,
+                body=post.body if post.kind != Message.Kind.DELETE else "",
                 created_at=now,
                 client_id=post.client_id,
+                kind=post.kind,
+                target_seq=post.target_seq,
             )
             new.append(message)
+            changes.created(message)
             if post.client_id is not None:
                 known[key] = message
             results.append(Stored(message, created=True))
         if new:
             _insert_messages(new)
+            changes.save()
             changed = {message.room_id for message in new}
             Room.objects.bulk_update([by_id[room_id] for room_id in changed], ["last_seq"])
     return results
+
+
+class _Changes:
+    """The edits and deletes of one batch, applied to the posts they change.
+
+    The posts are read in one query, before the batch is numbered; a post stored earlier in
+    the same batch is changed before it is inserted, any other is updated after the inserts.
+    """
+
+    def __init__(
+        self, posts: list[NewPost], by_id: dict[int, Room], by_name: dict[str, Room]
+    ) -> None:
+        self.posts: dict[tuple[int, int], Message] = {}
+        self.edits: dict[tuple[int, int], list[Message]] = {}
+        self.updated: dict[tuple[int, int], Message] = {}
+        targets = set()
+        for post in posts:
+            if post.kind != Message.Kind.MESSAGE and post.target_seq is not None:
+                room = (
+                    by_id.get(post.room_id) if post.room_id is not None else by_name[post.room_name]
+                )
+                if room is not None:
+                    targets.add((room.pk, post.target_seq))
+        if not targets:
+            return
+        room_ids = {room_id for room_id, _ in targets}
+        seqs = {seq for _, seq in targets}
+        for message in Message.objects.filter(
+            room_id__in=room_ids, seq__in=seqs, kind=Message.Kind.MESSAGE
+        ).order_by():
+            self.posts[message.room_id, message.seq] = message
+
+    def apply(
+        self, post: NewPost, room_id: int, author: User | None, now: datetime
+    ) -> Refused | None:
+        """Change the post `post` targets, or say why not."""
+        assert post.target_seq is not None
+        key = (room_id, post.target_seq)
+        target = self.posts.get(key)
+        if target is None or target.deleted:
+            return NOT_FOUND
+        if author is not None:
+            own = target.author_id == author.pk
+        else:
+            own = post.guest_id is not None and target.guest_id == post.guest_id
+        if not (own or post.moderator):
+            return NOT_YOURS
+        if post.kind == Message.Kind.EDIT:
+            target.body, target.edited_at = post.body, now
+        else:
+            target.body, target.deleted = "", True
+            # A deleted post's words are never sent again: not even in the edits of it.
+            for edit in self.edits.get(key, ()):
+                edit.body = ""
+        if target.pk is not None:
+            self.updated[key] = target
+        return None
+
+    def created(self, message: Message) -> None:
+        """A post, edit or delete this batch stores."""
+        key = (message.room_id, message.seq)
+        if message.kind == Message.Kind.MESSAGE:
+            self.posts[key] = message
+        elif message.kind == Message.Kind.EDIT and message.target_seq is not None:
+            self.edits.setdefault((message.room_id, message.target_seq), []).append(message)
+
+    def save(self) -> None:
+        """Write the changed posts that were stored before this batch."""
+        for (room_id, seq), post in self.updated.items():
+            Message.objects.filter(pk=post.pk).update(
+                body=post.body, edited_at=post.edited_at, deleted=post.deleted
+            )
+            if post.deleted:
+                Message.objects.filter(
+                    room_id=room_id, target_seq=seq, kind=Message.Kind.EDIT
+                ).update(body="")
 
 
 def _lock_rooms(posts: list[NewPost]) -> tuple[dict[int, Room], dict[str, Room]]:
@@ -128,7 +239,20 @@ def _select_rooms_for_update(ids: set[int], names: set[str]) -> list[Room]:
     )
 
 
-_INSERT_COLUMNS = ("room_id", "seq", "author_id", "author_name", "body", "created_at", "client_id")
+_INSERT_COLUMNS = (
+    "room_id",
+    "seq",
+    "author_id",
+    "author_name",
+    "guest_id",
+    "body",
+    "created_at",
+    "client_id",
+    "kind",
+    "target_seq",
+    "edited_at",
+    "deleted",
+)
 
 
 def _insert_messages(messages: list[Message]) -> None:
@@ -146,7 +270,20 @@ def _insert_messages(messages: list[Message]) -> None:
         m.created_at: connection.ops.adapt_datetimefield_value(m.created_at) for m in messages
     }
     rows = [
-        (m.room_id, m.seq, m.author_id, m.author_name, m.body, created[m.created_at], m.client_id)
+        (
+            m.room_id,
+            m.seq,
+            m.author_id,
+            m.author_name,
+            m.guest_id,
+            m.body,
+            created[m.created_at],
+            m.client_id,
+            m.kind,
+            m.target_seq,
+            None if m.edited_at is None else connection.ops.adapt_datetimefield_value(m.edited_at),
+            m.deleted,
+        )
         for m in messages
     ]
     with connection.cursor() as cursor:
@@ -171,6 +308,6 @@ def message_create(
         client_id=client_id,
     )
     stored = messages_create([post])[0]
-    if stored is None:
+    if not isinstance(stored, Stored):
         raise Room.DoesNotExist(room_id)
     return stored.message, stored.created

@@ -39,8 +39,13 @@ RowsAfter = Callable[[int, int], Awaitable[list[MessageRow]]]
 
 
 def encode(message: MessageRow) -> str:
-    """The text of a stored message's frame."""
-    return protocol.encode(protocol.message_frame(message))
+    """The text of a stored event's frame (a post, an edit or a delete)."""
+    return protocol.encode(protocol.stored_frame(message))
+
+
+def out_frame(message: MessageRow) -> OutFrame:
+    """A stored event, ready for sockets (see `OutFrame.plain`)."""
+    return OutFrame(message.seq, encode(message), plain=protocol.shown_to_tutorial_clients(message))
 
 
 class MessageStream:
@@ -57,6 +62,9 @@ class MessageStream:
         self.backlog_overflowed = False
         self.socket: Socket | None = None
         self.resyncing: asyncio.Future[None] | None = None
+        # A tutorial client (no `?sync=1` or `?after=`): sent posts only, never edits, deletes
+        # or deleted posts. Its position still moves past them.
+        self.plain_only = False
 
     def attach(self, socket: Socket) -> None:
         """Start writing to `socket` (once the handshake is accepted)."""
@@ -98,6 +106,10 @@ class MessageStream:
                 return
         assert self.socket is not None, "live before attached"
         self.last_seq = frames[-1].seq
+        if self.plain_only and not all(frame.plain for frame in frames):
+            frames, payload = [frame for frame in frames if frame.plain], None
+            if not frames:
+                return
         self.socket.send(frames, payload)
 
     async def drain_backlog(self) -> None:
@@ -133,12 +145,15 @@ class MessageStream:
             await self.socket.drained()
             async with catch_up_turns.get():
                 fresh = [
-                    m if isinstance(m, OutFrame) else OutFrame(m.seq, encode(m))
+                    m if isinstance(m, OutFrame) else out_frame(m)
                     for m in messages[start : start + CATCH_UP_SLICE]
                     if m.seq > self.last_seq
                 ]
                 if fresh:
                     self.last_seq = fresh[-1].seq
+                    if self.plain_only:
+                        fresh = [frame for frame in fresh if frame.plain]
+                if fresh:
                     self.socket.send(fresh)
                 # Hold the turn until the loop has run everything else that is ready.
                 await asyncio.sleep(0)

@@ -86,11 +86,14 @@ class ServerSendMiddleware:
 class OutFrame:
     """A message frame for many sockets: its text, and its WebSocket framing, made once."""
 
-    __slots__ = ("_prepared", "seq", "text")
+    __slots__ = ("_prepared", "plain", "seq", "text")
 
-    def __init__(self, seq: int, text: str) -> None:
+    def __init__(self, seq: int, text: str, *, plain: bool = True) -> None:
         self.seq = seq
         self.text = text
+        # False for what only clients that speak the protocol are sent (edits, deletes): the
+        # tutorial's client would show any frame's `message` as a new line.
+        self.plain = plain
         self._prepared: Any = None
 
     @property

@@ -51,7 +51,7 @@ class RoomGone:
 
 
 ROOM_GONE = RoomGone()
-Outcome = services.Stored | Failed | RoomGone
+Outcome = services.Stored | services.Refused | Failed | RoomGone
 
 
 class Poster(Protocol):
@@ -68,8 +68,9 @@ class _Queued:
     poster: Poster
 
 
-# Stored messages on their way to the channel layer: room (name, id) → [(seq, frame), ...].
-Fresh = dict[tuple[str, int], list[tuple[int, str]]]
+# Stored events on their way to the channel layer: room (name, id) → [(seq, frame, plain), ...]
+# (`plain`: a post, which the tutorial's clients are sent too; not an edit or a delete).
+Fresh = dict[tuple[str, int], list[tuple[int, str, bool]]]
 
 
 def _transient(error: BaseException) -> bool:
@@ -138,8 +139,9 @@ class PostWriter:
             self._settle(queued, outcome)
             if isinstance(outcome, services.Stored) and outcome.created:
                 message = outcome.message
-                frame = protocol.encode(protocol.message_frame(message))
-                fresh[queued.room_name, message.room_id].append((message.seq, frame))
+                frame = protocol.encode(protocol.stored_frame(message))
+                plain = protocol.shown_to_tutorial_clients(message)
+                fresh[queued.room_name, message.room_id].append((message.seq, frame, plain))
         metrics.batch_stored(len(batch), outcomes, fresh.items())
         if fresh:
             self.outbox.put_nowait(fresh)

@@ -25,3 +25,13 @@ async def receive(
         assert isinstance(frame, dict)
         if presence or frame.get("type") != "presence":
             return frame
+
+
+async def next_of_type(
+    communicator: WebsocketCommunicator, kind: str, wait: float = 3
+) -> dict[str, Any]:
+    """The next frame of type `kind` a communicator was sent, skipping any others."""
+    while True:
+        frame = await receive(communicator, wait, presence=kind == "presence")
+        if frame["type"] == kind:
+            return frame

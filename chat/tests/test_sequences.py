@@ -112,6 +112,7 @@ def test_durability_suite_on_postgresql() -> None:
             "chat/tests/test_durability.py",
             "chat/tests/test_hostile.py",
             "chat/tests/test_fuzz.py",
+            "chat/tests/test_edits.py",
             "-k",
             "not redis",
         ],

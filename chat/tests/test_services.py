@@ -42,7 +42,7 @@ def test_a_batch_in_existing_rooms_takes_four_queries_and_no_join() -> None:
     batch += [post("a", rooms[0], None)]
     with CaptureQueriesContext(connection) as captured:
         results = services.messages_create(batch)
-    assert all(r is not None and r.created for r in results)
+    assert all(isinstance(r, services.Stored) and r.created for r in results)
     sql = statements(captured)
     # Lock the rooms; look up resends; insert the messages; move the rooms' positions.
     assert [s.split()[0] for s in sql] == ["SELECT", "SELECT", "INSERT", "UPDATE"]
@@ -54,7 +54,7 @@ def test_a_resend_is_found_without_a_join() -> None:
     services.messages_create([post("a", room, "once")])
     with CaptureQueriesContext(connection) as captured:
         (result,) = services.messages_create([post("a", room, "once")])
-    assert result is not None
+    assert isinstance(result, services.Stored)
     assert not result.created
     sql = statements(captured)
     assert [s.split()[0] for s in sql] == ["SELECT", "SELECT"]
@@ -64,7 +64,7 @@ def test_a_resend_is_found_without_a_join() -> None:
 def test_a_rooms_first_message_creates_it_in_the_same_transaction() -> None:
     with CaptureQueriesContext(connection) as captured:
         (result,) = services.messages_create([post("fresh", None, "first")])
-    assert result is not None
+    assert isinstance(result, services.Stored)
     assert result.message.seq == 1
     sql = statements(captured)
     assert [s.split()[0] for s in sql] == [
@@ -85,5 +85,5 @@ def test_a_post_for_a_deleted_room_is_refused_alone() -> None:
     gone.delete()
     results = services.messages_create([post("gone", gone_id, "g"), post("kept", kept.pk, "k")])
     assert results[0] is None
-    assert results[1] is not None
+    assert isinstance(results[1], services.Stored)
     assert results[1].message.seq == 1

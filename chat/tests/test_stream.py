@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from chat import stream
+from chat.models import Message
 from chat.selectors import MessageRow
 from chat.stream import MessageStream
 from chat.transport import OutFrame
@@ -169,3 +170,20 @@ async def test_catch_up_slices_let_other_work_run_between_them() -> None:
     assert socket.seqs == list(range(1, 3 * stream.CATCH_UP_SLICE + 1))
     # The other task ran before the catch-up finished, not only after it.
     assert turns[1] < 3 * stream.CATCH_UP_SLICE
+
+
+async def test_a_tutorial_client_is_sent_posts_only_and_moves_past_the_rest() -> None:
+    """Edits and deletes (not `plain`) are for clients that speak the protocol: a tutorial
+    client's stream skips them, live or stored, without taking the skip for a gap."""
+    edit = MessageRow(3, "new", "ada", STORED_AT, None, 1, Message.Kind.EDIT, 1)
+    deleted = MessageRow(2, "", "ada", STORED_AT, None, 1, Message.Kind.MESSAGE, None, None, True)
+    database = Database(0)
+    message_stream, socket = attached(database)
+    message_stream.plain_only = True
+    await message_stream.send_stored([row(1), deleted, edit])
+    await message_stream.go_live()
+    message_stream.deliver([*frames(4), OutFrame(5, "{}", plain=False)], None)
+    message_stream.deliver(frames(6), None)
+    assert socket.seqs == [1, 4, 6]
+    assert message_stream.last_seq == 6
+    assert database.reads == []

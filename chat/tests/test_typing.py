@@ -9,16 +9,9 @@ from channels.db import database_sync_to_async
 
 from chat import protocol
 from chat.models import Message
-from chat.testing.ws import Connect, receive
+from chat.testing.ws import Connect, next_of_type, receive
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-
-async def next_of_type(communicator: Any, kind: str) -> dict[str, Any]:
-    while True:
-        frame = await receive(communicator)
-        if frame["type"] == kind:
-            return frame
 
 
 async def test_the_others_in_the_room_hear_it_and_the_typist_does_not(connect: Connect) -> None:
