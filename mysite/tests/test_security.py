@@ -45,6 +45,8 @@ def test_deploy_check_fails_without_https() -> None:
         assert check in result.stderr
 
 
+# A page that reads no table: the fresh process has no migrated database.
+PAGE = "/accounts/login/"
 FETCH_TWICE = """
 import json, django
 django.setup()
@@ -52,15 +54,15 @@ from django.test import Client
 client = Client(HTTP_HOST="{host}")
 print(json.dumps([
     {{"status": r.status_code, "headers": dict(r.headers)}}
-    for r in (client.get("/chat/"), client.get("/chat/", HTTP_X_FORWARDED_PROTO="https"))
+    for r in (client.get(PAGE), client.get(PAGE, HTTP_X_FORWARDED_PROTO="https"))
 ]))
 """
 
 
 def fetch_twice(host: str, env: dict[str, str]) -> list[dict[str, Any]]:
-    """GET /chat/ plainly and as forwarded by nginx from https, in a fresh process."""
+    """GET a page plainly and as forwarded by nginx from https, in a fresh process."""
     result = run_in_fresh_process(
-        ["-c", FETCH_TWICE.format(host=host)], DJANGO_SETTINGS_MODULE="mysite.settings", **env
+        ["-c", FETCH_TWICE.replace("PAGE", repr(PAGE)).format(host=host)], DJANGO_SETTINGS_MODULE="mysite.settings", **env
     )
     assert result.returncode == 0, result.stderr
     responses: list[dict[str, Any]] = json.loads(result.stdout)
@@ -70,7 +72,7 @@ def fetch_twice(host: str, env: dict[str, str]) -> list[dict[str, Any]]:
 def test_https_redirects_plain_http_and_sends_hsts() -> None:
     plain, forwarded = fetch_twice("chat.example.com", DEPLOYED)
     assert plain["status"] == 301
-    assert plain["headers"]["Location"] == "https://chat.example.com/chat/"
+    assert plain["headers"]["Location"] == f"https://chat.example.com{PAGE}"
     assert forwarded["status"] == 200
     assert forwarded["headers"]["Strict-Transport-Security"] == "max-age=31536000"
     assert "wss://chat.example.com" in forwarded["headers"]["Content-Security-Policy"]
@@ -132,7 +134,7 @@ def test_no_page_has_inline_style(client: Client, path: str, status: int) -> Non
 
 
 def test_a_page_over_https_may_connect_to_its_own_wss_origin(client: Client) -> None:
-    response = client.get("/chat/", secure=True)
+    response = client.get(PAGE, secure=True)
     assert policy(response)["connect-src"] == ["'self'", "wss://testserver"]
 
 
