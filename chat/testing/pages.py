@@ -151,6 +151,10 @@ class SocketPerson:
         assert reply["type"] == "ack", reply
         return int(reply["seq"])
 
+    def typing(self) -> None:
+        """Say this person is typing (no answer comes)."""
+        self.socket.send(json.dumps({"type": "typing"}))
+
     def close(self) -> None:
         self.socket.close()
 

@@ -48,7 +48,22 @@ export class MessageLog {
     this.synced = false; // messages drawn before the first sync are history, never unread
     this.days = new Map(); // day key → its separator
     this.newest = 0; // the highest seq drawn
-    element.addEventListener("scroll", () => this.noticeReading(), { passive: true });
+    // Whether the reader is at the bottom, as of their last scroll: when the log's size
+    // changes (a phone's keyboard, a rotated screen, the composer growing) they stay there.
+    this.stuck = true;
+    element.addEventListener(
+      "scroll",
+      () => {
+        this.stuck = this.atBottom();
+        this.noticeReading();
+      },
+      { passive: true },
+    );
+    new ResizeObserver(() => {
+      if (this.stuck) {
+        element.scrollTop = element.scrollHeight;
+      }
+    }).observe(element);
     document.addEventListener("visibilitychange", () => this.noticeReading());
     options.jump.addEventListener("click", () => {
       this.scrollToLatest();
@@ -326,7 +341,7 @@ export class MessageLog {
    */
   keepingPlace(change) {
     const log = this.element;
-    const stick = this.atBottom();
+    const stick = this.atBottom() || this.stuck;
     const anchor = stick ? null : this.firstVisible();
     const offset = anchor ? anchor.offsetTop - log.scrollTop : 0;
     change();
