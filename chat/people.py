@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
 
 GUEST_COOKIE = "chat_guest"
+# How a guest's `Person.key` starts (a signed-in user's starts "user:").
+GUEST_KEY_PREFIX = "guest:"
 _GUEST_SALT = "chat.people.guest"
 GUEST_COOKIE_MAX_AGE = 365 * 24 * 3600
 # What new_guest_name() makes; cookies from before renaming held just such a name.
@@ -77,7 +79,11 @@ class Person:
     @property
     def key(self) -> str:
         """A stable id for limits: the user's id, or the guest's id (not their chosen name)."""
-        return f"user:{self.user.pk}" if self.user is not None else f"guest:{self.guest_id}"
+        return (
+            f"user:{self.user.pk}"
+            if self.user is not None
+            else GUEST_KEY_PREFIX + str(self.guest_id)
+        )
 
 
 def new_guest_name() -> str:

@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from chat import protocol
+from chat.people import GUEST_KEY_PREFIX
 from chat.redis_client import (
     STORE_RETRY_AFTER,
     STORE_TIMEOUT,
@@ -287,15 +288,28 @@ return '[' .. table.concat(rooms, ',') .. ']'
 """
 
 
+class GuestName(str):
+    """A guest's display name: a str that remembers it is a guest's, as Django's SafeString
+    remembers it is safe, so that every list of names can mark guests without changing shape."""
+
+    __slots__ = ()
+
+
 def _names(entries: Iterable[Sequence[Any]]) -> list[str]:
-    """One name per person (of its latest socket), distinct, sorted case-insensitively."""
+    """One name per person (of its latest socket), distinct, sorted case-insensitively;
+    guests' names are GuestName."""
     # Plain tuples and unpacking: this runs for every socket of every local room each second.
     latest: dict[str, tuple[float, str]] = {}
     for person_key, name, entered_at in entries:
         seen = latest.get(person_key)
         if seen is None or entered_at > seen[0]:
             latest[person_key] = (entered_at, name)
-    return _sorted({name for _, name in latest.values()})
+    return _sorted(
+        {
+            GuestName(name) if person_key.startswith(GUEST_KEY_PREFIX) else name
+            for person_key, (_, name) in latest.items()
+        }
+    )
 
 
 def _sorted(names: Iterable[str]) -> list[str]:
@@ -337,7 +351,10 @@ def presence_frame(
 
 
 def _named(names: list[str]) -> list[PersonName]:
-    return [{"name": name} for name in names]
+    return [
+        {"name": str(name), "guest": True} if isinstance(name, GuestName) else {"name": name}
+        for name in names
+    ]
 
 
 presences: PerLoop[Presence] = PerLoop(Presence.from_settings)

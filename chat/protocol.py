@@ -375,6 +375,8 @@ class PersonName(TypedDict):
     """One person in a presence frame."""
 
     name: str
+    # True for a guest (no account), shown as one, as in a message frame.
+    guest: NotRequired[bool]
 
 
 class PresenceFrame(TypedDict):

@@ -106,3 +106,32 @@ class LiveChatServerMixin:
             super().tearDownClass()  # type: ignore[misc]
         finally:
             cls._redis_layers.disable()
+
+
+class LiveChatBrowsersMixin(LiveChatServerMixin):
+    """A live chat server, and one headless Chromium per name in `browsers`, started once for
+    the class (as class attributes of those names) and quit at its end."""
+
+    browsers: tuple[str, ...] = ("driver",)
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        started: list[webdriver.Chrome] = []
+        try:
+            for name in cls.browsers:
+                started.append(chromium())
+                setattr(cls, name, started[-1])
+        except BaseException:
+            for driver in started:
+                driver.quit()
+            super().tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        try:
+            for name in cls.browsers:
+                getattr(cls, name).quit()
+        finally:
+            super().tearDownClass()

@@ -12,30 +12,16 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
-from chat.testing.browser import LiveChatServerMixin, chromium
+from chat.testing.browser import LiveChatBrowsersMixin
 
 WAIT = 10
 PASSWORD = "a-long-right-password"
 
 
-class BrowserTestCase(LiveChatServerMixin, ChannelsLiveServerTestCase):
+class BrowserTestCase(LiveChatBrowsersMixin, ChannelsLiveServerTestCase):
     serve_static = True
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        try:
-            cls.first = chromium()
-            cls.second = chromium()
-        except BaseException:
-            super().tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.first.quit()
-        cls.second.quit()
-        super().tearDownClass()
+    browsers = ("first", "second")
 
     def wait(self, driver: WebDriver) -> WebDriverWait[WebDriver]:
         # A form post replaces the page: an element found on the old one may go stale.

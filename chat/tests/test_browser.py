@@ -6,27 +6,15 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.wait import WebDriverWait
 
-from chat.testing.browser import LiveChatServerMixin, chromium
+from chat.testing.browser import LiveChatBrowsersMixin
 
 WAIT = 5
 
 
-class RoomPageTests(LiveChatServerMixin, ChannelsLiveServerTestCase):
+class RoomPageTests(LiveChatBrowsersMixin, ChannelsLiveServerTestCase):
     serve_static = True
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        try:
-            cls.driver = chromium()
-        except BaseException:
-            super().tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.driver.quit()
-        super().tearDownClass()
+    browsers = ("driver",)
 
     def open_room(self, room: str) -> None:
         self.driver.get(f"{self.live_server_url}/chat/{room}/")

@@ -6,31 +6,17 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
-from chat.testing.browser import LiveChatServerMixin, chromium
+from chat.testing.browser import LiveChatBrowsersMixin
 
 WAIT = 10
 
 
-class TwoPeople(LiveChatServerMixin, ChannelsLiveServerTestCase):
+class TwoPeople(LiveChatBrowsersMixin, ChannelsLiveServerTestCase):
     """Alice and Bob, each in a browser; one test per class, each on a fresh test server."""
 
     serve_static = True
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        try:
-            cls.alice = chromium()
-            cls.bob = chromium()
-        except BaseException:
-            super().tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.alice.quit()
-        cls.bob.quit()
-        super().tearDownClass()
+    browsers = ("alice", "bob")
 
     def open_room(self, driver: WebDriver, room: str) -> str:
         """Open a room and wait until its socket is live; return the name the page shows."""
