@@ -361,3 +361,22 @@ def test_presence_frames_carry_everyone_or_the_changes() -> None:
         presence_frame(["ann"], joined=["cy"])
     with pytest.raises(ValueError, match="needs"):
         presence_frame()
+
+
+async def test_guests_are_marked_as_guests_in_presence_frames(
+    make: Callable[..., Presence], storage: str
+) -> None:
+    presence = make(storage=storage)
+    await presence.enter("lobby", "s1", "user:1", "ann")
+    await presence.enter("lobby", "s2", "guest:guest-1a2b3c", "bob")
+    people = await presence.people("lobby")
+    assert presence_frame(people) == {
+        "type": "presence",
+        "people": [{"name": "ann"}, {"name": "bob", "guest": True}],
+    }
+    await presence.leave("lobby", "s2")
+    assert presence_frame(joined=[], left=people[1:]) == {
+        "type": "presence",
+        "joined": [],
+        "left": [{"name": "bob", "guest": True}],
+    }
