@@ -23,6 +23,8 @@ import time
 from types import FrameType
 from typing import Any, Protocol
 
+from chat.transport import DirectSocket
+
 logger = logging.getLogger(__name__)
 
 # "Service restart" (RFC 6455 registry): the client reconnects at once, to another process.
@@ -38,6 +40,8 @@ class Drainable(Protocol):
     """A socket as the graceful stop sees it (ChatConsumer)."""
 
     in_flight: int
+    # The daphne connection, when there is one (chat/transport.py).
+    direct: DirectSocket | None
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Close the socket with `code`."""
@@ -72,10 +76,7 @@ async def drain() -> None:
     count = len(sockets)
     settled = await _until(_settled, SETTLE_TIMEOUT)
     published = await _published(SETTLE_TIMEOUT - (time.monotonic() - started))
-    await asyncio.gather(
-        *(socket.close(code=CLOSE_RESTARTING) for socket in list(sockets)),
-        return_exceptions=True,
-    )
+    await asyncio.gather(*(_close(socket) for socket in list(sockets)), return_exceptions=True)
     gone = await _until(lambda: not sockets, CLOSE_TIMEOUT)
     logger.info(
         "stopping: %d socket(s) closed with 1012 in %.2f s (posts settled: %s, published: %s,"
@@ -86,6 +87,16 @@ async def drain() -> None:
         published,
         gone,
     )
+
+
+async def _close(socket: Drainable) -> None:
+    if socket.direct is None:
+        await socket.close(code=CLOSE_RESTARTING)
+        return
+    # autobahn's sendClose allows only 1000 and 3000-4999 (an application may not claim 1012),
+    # so the frame goes out one level down; direct_socket checked sendCloseFrame is there.
+    # The client's reply ends the socket as any close does.
+    socket.direct.protocol.sendCloseFrame(code=CLOSE_RESTARTING, isReply=False)
 
 
 def _settled() -> bool:

@@ -309,6 +309,7 @@ PROTOCOL_SHAPES: Shapes = {
     "sendPreparedMessage": METHOD,
     "sendData": METHOD,
     "sendMessage": METHOD,
+    "sendCloseFrame": METHOD,  # chat/lifecycle.py: 1012, which autobahn's sendClose refuses
     "state": int,
     "STATE_OPEN": int,
     "_perMessageCompress": object,  # None unless compression was negotiated

@@ -55,6 +55,7 @@ def test_daphne_connections_are_autobahn_protocols_with_the_methods_the_direct_p
         "sendPreparedMessage": (prepared,),
         "sendData": (b"\x81\x02ok",),
         "sendMessage": (b"ok", False),
+        "sendCloseFrame": (1012, None, False),  # chat/lifecycle.py's close for a restart
     }
     assert set(calls) == {name for name, kind in PROTOCOL_SHAPES.items() if kind == METHOD}
     for name, args in calls.items():
@@ -179,6 +180,7 @@ def connection() -> SimpleNamespace:
         sendPreparedMessage=noop,
         sendData=noop,
         sendMessage=noop,
+        sendCloseFrame=noop,
         state=3,
         STATE_OPEN=3,
         _perMessageCompress=None,

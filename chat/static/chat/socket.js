@@ -12,6 +12,9 @@ const TYPING_EVERY_MS = 3000;
 // Close codes (docs/protocol.md) that change how the client reconnects.
 const CLOSE_RATE_LIMITED = 4429; // wait longer before coming back
 const CLOSE_ROOM_GONE = 4404; // the room's history is gone: start afresh
+// The server is restarting (SIGTERM): it acknowledged what it stored and the other processes
+// are up, so come back at once, with no backoff.
+const CLOSE_RESTARTING = 1012;
 // Not let in (sign-in required, a private room, a ban): trying again will not help.
 const CLOSE_REFUSED = new Set([4401, 4403]);
 const RATE_LIMITED_MIN_MS = 5000;
@@ -250,6 +253,13 @@ export class ChatConnection {
       this.newestSeq = 0;
       this.syncedTo = null;
       this.handlers.onReset();
+    }
+    if (code === CLOSE_RESTARTING && this.attempt === 0) {
+      // Once: if that reconnect fails too, the backoff below applies from its first step.
+      this.attempt = 1;
+      this.setState("reconnecting", { code, delay: 0 });
+      setTimeout(() => this.start(), 0);
+      return;
     }
     // Exponential backoff with full jitter, so a restarted server is not stampeded.
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
