@@ -16,7 +16,16 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
 from chat.testing.browser import chromium
-from chat.testing.pages import WAIT, Seed, SocketPerson, dataset, open_room, seed, wait_dataset
+from chat.testing.pages import (
+    WAIT,
+    Seed,
+    SocketPerson,
+    cookie_header,
+    dataset,
+    open_room,
+    seed,
+    wait_dataset,
+)
 from chat.testing.server import DaphneServer
 
 
@@ -173,3 +182,64 @@ def test_posts_typed_offline_survive_closing_the_tab(server: DaphneServer, brows
     wait_dataset(browser, "pending", "0")
     assert server.stored("offline") == [(1, "typed offline 1"), (2, "typed offline 2")]
     assert browser.execute_script("return localStorage.getItem('chat.pending.offline')") is None
+
+
+def test_edits_and_deletes_reach_a_page_that_was_away_when_they_happened(
+    server: DaphneServer, browser: Chrome
+) -> None:
+    open_room(browser, server, "changes")
+    type_into(browser, "first draft", Keys.ENTER)
+    type_into(browser, "regret this", Keys.ENTER)
+    type_into(browser, "short-lived", Keys.ENTER)
+    wait_dataset(browser, "lastSeq", "3")
+    other = SocketPerson(server, "changes")
+    other.post("not yours to change")
+    wait_dataset(browser, "lastSeq", "4")
+    # Only one's own messages have the controls (this person is no moderator).
+    assert row(browser, 4).find_elements(By.CSS_SELECTOR, ".actions button") == []
+
+    # Edit with the keyboard: the Edit button, type, Enter.
+    edit = row(browser, 1).find_element(By.CSS_SELECTOR, "button.edit")
+    edit.send_keys(Keys.ENTER)
+    field = browser.switch_to.active_element
+    assert field.get_attribute("class") == "edit-input"
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys("second draft", Keys.ENTER)
+    wait_dataset(browser, "lastSeq", "5")
+    assert row(browser, 1).find_element(By.CSS_SELECTOR, ".text").text == "second draft"
+    assert row(browser, 1).find_element(By.CSS_SELECTOR, ".edited").text == "(edited)"
+    # Delete asks first.
+    row(browser, 3).find_element(By.CSS_SELECTOR, "button.delete").click()
+    browser.switch_to.alert.accept()
+    wait_dataset(browser, "lastSeq", "6")
+    assert row(browser, 3).find_element(By.CSS_SELECTOR, ".text").text == "message deleted"
+
+    # The page goes away (into the back-forward cache, say) and its socket with it…
+    browser.execute_script("window.dispatchEvent(new Event('pagehide'))")
+    # …while the same person, in another tab, edits one message and deletes another.
+    same_person = SocketPerson(server, "changes", cookie_header(browser))
+    assert same_person.send({"type": "edit", "seq": 1, "message": "final text"})["type"] == "ack"
+    assert same_person.send({"type": "delete", "seq": 2})["type"] == "ack"
+    refused = other.send({"type": "edit", "seq": 1, "message": "hijacked"})
+    assert (refused["type"], refused["code"]) == ("error", "forbidden")
+    # Back: it resumes after the last seq it held and learns of both changes.
+    browser.execute_script(
+        "window.dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true}))"
+    )
+    wait_dataset(browser, "lastSeq", "8")
+    assert row(browser, 1).find_element(By.CSS_SELECTOR, ".text").text == "final text"
+    assert "deleted" in classes(row(browser, 2))
+    assert row(browser, 2).find_element(By.CSS_SELECTOR, ".text").text == "message deleted"
+    assert row(browser, 2).find_elements(By.CSS_SELECTOR, ".actions") == []
+    log = browser.find_element(By.CSS_SELECTOR, "#chat-log").get_property("value")
+    assert "regret this" not in log
+    assert "short-lived" not in log
+    # A fresh page shows the same: history carries the current state, never deleted text.
+    browser.refresh()
+    wait_dataset(browser, "synced", "true")
+    assert row(browser, 1).find_element(By.CSS_SELECTOR, ".text").text == "final text"
+    assert row(browser, 1).find_element(By.CSS_SELECTOR, ".edited").text == "(edited)"
+    texts = [row(browser, seq).find_element(By.CSS_SELECTOR, ".text").text for seq in (2, 3)]
+    assert texts == ["message deleted", "message deleted"]
+    other.close()
+    same_person.close()
