@@ -32,7 +32,7 @@ run: $(RUN_STAMP)  ## The chat on embedded defaults at http://127.0.0.1:8000/cha
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py runserver 127.0.0.1:8000
 
-test: $(STAMP)  ## Everything the tests need (Chromium, Redis), then every test
+test: $(STAMP)  ## Everything the tests need (Chromium, Redis, PostgreSQL), then every test
 	scripts/system-deps
 	$(PY) -m pytest
 

@@ -2,7 +2,8 @@
 
 Threads here stand for processes: each has its own connection, so the only thing keeping the
 sequence gap-free is the database's locking, as between daphne processes. The same tests run on
-PostgreSQL (in a child pytest) when a server is reachable.
+PostgreSQL (in a child pytest): the server at TEST_POSTGRES_URL, or a private cluster started for
+the run (chat/testing/postgres_server.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from django.db import connection, connections
 
 from chat import services
 from chat.models import Message, Room
+from chat.testing.browser import in_ci
+from chat.testing.postgres_server import PostgresUnavailable, postgres_url
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITERS = 8
@@ -79,26 +82,16 @@ def test_concurrent_writers_get_one_to_n_without_gaps_or_repeats(with_resends: b
     assert Room.objects.get(pk=other.pk).last_seq == 1
 
 
-def postgres_url() -> str | None:
-    """A PostgreSQL server to run the durability tests on, if one is reachable."""
-    url = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/chat")
-    try:
-        import psycopg
-
-        base = url.rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(base, connect_timeout=2):
-            return url
-    except Exception:
-        return None
-
-
 @pytest.mark.postgres
 def test_durability_suite_on_postgresql() -> None:
     if connection.vendor == "postgresql":
         pytest.skip("already running on PostgreSQL")
-    url = postgres_url()
-    if url is None:
-        pytest.skip("no PostgreSQL server reachable (set TEST_POSTGRES_URL)")
+    try:
+        url = postgres_url()
+    except PostgresUnavailable as error:
+        if in_ci():
+            raise
+        pytest.skip(f"no PostgreSQL: {error}")
     result = subprocess.run(
         [
             sys.executable,
