@@ -231,7 +231,7 @@ def test_edits_and_deletes_reach_a_page_that_was_away_when_they_happened(
     assert "deleted" in classes(row(browser, 2))
     assert row(browser, 2).find_element(By.CSS_SELECTOR, ".text").text == "message deleted"
     assert row(browser, 2).find_elements(By.CSS_SELECTOR, ".actions") == []
-    log = browser.find_element(By.CSS_SELECTOR, "#chat-log").get_property("value")
+    log = str(browser.find_element(By.CSS_SELECTOR, "#chat-log").get_property("value"))
     assert "regret this" not in log
     assert "short-lived" not in log
     # A fresh page shows the same: history carries the current state, never deleted text.
