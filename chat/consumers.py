@@ -291,9 +291,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             _releasing.add(release)
             release.add_done_callback(_releasing.discard)
 
-    def deliver(self, frames: list[OutFrame], payload: bytes | None) -> None:
+    def deliver(self, frames: list[OutFrame], payload: bytes | None, changes: bool) -> None:
         """From the hub: the room's next messages, for this socket's stream."""
-        self.stream.deliver(frames, payload)
+        self.stream.deliver(frames, payload, changes)
 
     def send_presence(self, text: str) -> None:
         """From the roster: who is in the room (all of them at first, then changes)."""

@@ -59,8 +59,9 @@ class Member(Protocol):
 
     direct: DirectSocket | None
 
-    def deliver(self, frames: list[OutFrame], payload: bytes | None) -> None:
-        """Take the room's next messages (`payload`: their bytes joined, under daphne)."""
+    def deliver(self, frames: list[OutFrame], payload: bytes | None, changes: bool) -> None:
+        """Take the room's next messages (`payload`: their bytes joined, under daphne;
+        `changes`: some are edits or deletes, which not every client is sent)."""
 
     @property
     def user_id(self) -> int | None:
@@ -225,9 +226,11 @@ class Hub:
         room.last_seq = frames[-1].seq
         # Joined once for all: a member that is exactly at the room's position writes these.
         payload = joined_payload(frames) if any(m.direct for m in room.members) else None
+        # Looked at once per batch, not once per socket.
+        changes = not all(frame.plain for frame in frames)
         for member in tuple(room.members):
             try:
-                member.deliver(frames, payload)
+                member.deliver(frames, payload, changes)
             except Exception:
                 # That socket's problem alone; the rest of the room still gets the messages.
                 logger.exception("delivering to a socket in room %s failed", room.name)

@@ -80,8 +80,9 @@ class MessageStream:
         # No await since drain_backlog's last check: nothing can slip into the backlog unseen.
         self.live = True
 
-    def deliver(self, frames: list[OutFrame], payload: bytes | None) -> None:
-        """From the hub: the room's next messages (and their bytes joined, under daphne)."""
+    def deliver(self, frames: list[OutFrame], payload: bytes | None, changes: bool = False) -> None:
+        """From the hub: the room's next messages (and their bytes joined, under daphne);
+        `changes` if some are not `plain` (edits, deletes)."""
         if not self.live:
             if len(self.backlog) + len(frames) <= MAX_BACKLOG:
                 self.backlog.extend(frames)
@@ -106,7 +107,7 @@ class MessageStream:
                 return
         assert self.socket is not None, "live before attached"
         self.last_seq = frames[-1].seq
-        if self.plain_only and not all(frame.plain for frame in frames):
+        if changes and self.plain_only:
             frames, payload = [frame for frame in frames if frame.plain], None
             if not frames:
                 return

@@ -31,7 +31,7 @@ class FakeMember:
         self.seqs: list[int] = []
         self.got = asyncio.Event()
 
-    def deliver(self, frames: list[OutFrame], payload: bytes | None) -> None:
+    def deliver(self, frames: list[OutFrame], payload: bytes | None, changes: bool) -> None:
         self.seqs.extend(frame.seq for frame in frames)
         self.got.set()
 
@@ -111,7 +111,7 @@ async def test_a_socket_handed_a_gap_catches_up_from_the_database(connect: Conne
     (member,) = room.members
     await database_sync_to_async(store_messages)("gap", 4)
     # As if the hub skipped 2–4 (it should never): the socket reads them from the database.
-    member.deliver([OutFrame(5, '{"type":"message","seq":5}')], None)
+    member.deliver([OutFrame(5, '{"type":"message","seq":5}')], None, False)
     assert [(await receive(socket))["seq"] for _ in range(4)] == [2, 3, 4, 5]
 
 

@@ -386,7 +386,7 @@ class RecordingMember:
         self.seqs: list[int] = []
         self.changed = asyncio.Event()
 
-    def deliver(self, frames: list[OutFrame], payload: bytes | None) -> None:
+    def deliver(self, frames: list[OutFrame], payload: bytes | None, changes: bool) -> None:
         self.seqs.extend(frame.seq for frame in frames)
         self.changed.set()
 

@@ -182,7 +182,7 @@ async def test_a_tutorial_client_is_sent_posts_only_and_moves_past_the_rest() ->
     message_stream.plain_only = True
     await message_stream.send_stored([row(1), deleted, edit])
     await message_stream.go_live()
-    message_stream.deliver([*frames(4), OutFrame(5, "{}", plain=False)], None)
+    message_stream.deliver([*frames(4), OutFrame(5, "{}", plain=False)], None, True)
     message_stream.deliver(frames(6), None)
     assert socket.seqs == [1, 4, 6]
     assert message_stream.last_seq == 6
