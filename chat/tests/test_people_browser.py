@@ -70,6 +70,7 @@ class PresenceTests(TwoPeople):
         WebDriverWait(self.alice, WAIT).until(lambda d: here(d) == {alice_name, bob_name})
         WebDriverWait(self.bob, WAIT).until(lambda d: here(d) == {alice_name, bob_name})
         line = self.alice.find_element(By.CSS_SELECTOR, "#people").text
-        self.assertIn(bob_name, line)
+        # Bob is a guest, and the line says so, as beside his messages.
+        self.assertIn(f"{bob_name} (guest)", line)
         self.bob.get("about:blank")  # Bob leaves the room
         WebDriverWait(self.alice, WAIT).until(lambda d: here(d) == {alice_name})

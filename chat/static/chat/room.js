@@ -16,7 +16,7 @@ const empty = document.querySelector("#empty-room");
 const notice = document.querySelector("#notice");
 const typingLine = document.querySelector("#typing");
 const peopleLine = document.querySelector("#people");
-const present = new Set();
+const present = new Map(); // name → true for a guest
 // Names shown in the "here" line, at most; the rest are counted.
 const PEOPLE_SHOWN = 8;
 // A typing notice shows this long unless it comes again (clients send one every 3 s).
@@ -103,18 +103,21 @@ function showTyping() {
   document.body.dataset.typing = names.join(",");
 }
 
+// A guest is shown as one here too, as beside their messages: never passing for an account.
+const shownName = (name) => (present.get(name) ? `${name} (guest)` : name);
+
 function showPresence(frame) {
   if (frame.people) {
     present.clear();
-    frame.people.forEach((person) => present.add(person.name));
+    frame.people.forEach((person) => present.set(person.name, Boolean(person.guest)));
   }
-  (frame.joined ?? []).forEach((person) => present.add(person.name));
+  (frame.joined ?? []).forEach((person) => present.set(person.name, Boolean(person.guest)));
   (frame.left ?? []).forEach((person) => present.delete(person.name));
-  const names = Array.from(present).sort((a, b) => a.localeCompare(b));
+  const names = Array.from(present.keys()).sort((a, b) => a.localeCompare(b));
   const more = names.length - PEOPLE_SHOWN;
-  const shown = names.slice(0, PEOPLE_SHOWN).join(", ");
+  const shown = names.slice(0, PEOPLE_SHOWN).map(shownName).join(", ");
   peopleLine.textContent = `Here (${names.length}): ${shown}${more > 0 ? ` and ${more} more` : ""}`;
-  peopleLine.title = names.join(", ");
+  peopleLine.title = names.map(shownName).join(", ");
   document.body.dataset.people = names.join(",");
 }
 
