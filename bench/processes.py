@@ -35,6 +35,8 @@ class Target:
     settings: str = "mysite.settings"
     # The tutorial on RedisChannelLayer drops messages by design: shown, never a failure.
     loses_by_design: bool = False
+    # Where its messages are stored: a fresh SQLite file, or a fresh PostgreSQL database.
+    database: str = "sqlite"
 
 
 TARGETS = {
@@ -49,6 +51,8 @@ TARGETS = {
         loses_by_design=True,
     ),
     "project": Target("project", "mysite.asgi:application", django=True),
+    # The project on PostgreSQL, as a cluster of processes would run it.
+    "project-pg": Target("project-pg", "mysite.asgi:application", django=True, database="postgres"),
     "ceiling": Target("ceiling", "bench.bare_asgi:application", django=False),
     # The project twice on one Redis, clients dealt alternately to the two processes.
     "project-2p": Target("project-2p", "mysite.asgi:application", django=True, processes=2),
@@ -127,6 +131,35 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@contextlib.contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one benchmark run, dropped at the end.
+
+    On the server of BENCH_DATABASE_URL if set, else TEST_POSTGRES_URL's (or 127.0.0.1:5432),
+    else a private cluster started for the run (chat/testing/postgres_server.py). Its settings
+    are the server's own: `synchronous_commit` stays on, so an acknowledged post survives a
+    PostgreSQL crash.
+    """
+    import psycopg
+
+    from chat.testing.postgres_server import PostgresUnavailable, postgres_url
+
+    try:
+        base = os.environ.get("BENCH_DATABASE_URL") or postgres_url()
+    except PostgresUnavailable as error:
+        raise SystemExit(f"PostgreSQL unavailable: {error}") from None
+    name = f"chat_bench_{os.getpid()}"
+    admin = base.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager

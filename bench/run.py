@@ -35,6 +35,7 @@ from bench.processes import (
     TARGETS,
     Target,
     busy_cores,
+    fresh_postgres_database,
     migrate,
     own_redis,
     progress,
@@ -56,10 +57,10 @@ PRESETS = {
 # Not a load-client scenario: bench/fairness.py, on the project only, reported after the table.
 FAIRNESS = "fairness"
 DEFAULT_SCENARIOS = [*PRESETS, FAIRNESS]
-DEFAULT_TARGETS = ["tutorial", "project", "ceiling", "project-2p"]
+DEFAULT_TARGETS = ["tutorial", "project", "ceiling", "project-2p", "project-pg"]
 QUICK_SCENARIOS = ["blast-1x100", "blast-10x10"]
 QUICK_TARGETS = ["project", "ceiling"]
-FULL_TARGETS = ["tutorial", "tutorial-rcl", "project", "ceiling", "project-2p"]
+FULL_TARGETS = ["tutorial", "tutorial-rcl", "project", "ceiling", "project-2p", "project-pg"]
 # Idle holds 100 connections per room (and sends one check message per room).
 IDLE_ROOM_SIZE = 100
 # Single-process memory is the question for idle; two processes answer a throughput question.
@@ -113,7 +114,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--target",
         action="append",
         choices=list(TARGETS),
-        help="repeatable; default: tutorial, project, ceiling, project-2p",
+        help="repeatable; default: tutorial, project, ceiling, project-2p, project-pg",
     )
     parser.add_argument(
         "--client-processes",
@@ -151,7 +152,8 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[Target, list[Scenario]]],
     for name in names:
         target = TARGETS[name]
         chosen = scenarios
-        if target.processes > 1:
+        if target.processes > 1 or target.database != "sqlite":
+            # Memory per idle connection depends on neither the processes nor the database.
             chosen = [s for s in scenarios if s.kind in MULTI_PROCESS_KINDS]
         if chosen:
             work.append((target, chosen))
@@ -184,13 +186,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             redis_url = given_redis or (stack.enter_context(own_redis(workdir)) if django else "")
             env = server_env(redis_url, f"sqlite:///{workdir / 'bench.sqlite3'}")
             migrated = not django or migrate(env, workdir / "migrate.log")
+            envs = {"sqlite": (env, migrated)}
+            if any(target.database == "postgres" for target, _ in work):
+                pg_env = {**env, "DATABASE_URL": stack.enter_context(fresh_postgres_database())}
+                envs["postgres"] = (pg_env, migrate(pg_env, workdir / "migrate-pg.log"))
             modules = dict.fromkeys(target.settings for target, _ in work if target.django)
             backends = layer_backends(env, list(modules))
             for target, scenarios in work:
-                if target.django and not migrated:
+                target_env, target_migrated = envs[target.database]
+                if target.django and not target_migrated:
                     rows += [Row(s, target.name, error="migrate failed") for s in scenarios]
                 else:
-                    rows += measure_target(target, scenarios, env, workdir, options)
+                    rows += measure_target(target, scenarios, target_env, workdir, options)
             if fair:
                 progress("project: fair catch-up …")
                 fair_result = (
