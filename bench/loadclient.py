@@ -475,16 +475,9 @@ def run_scenario(
         )
         for clients in plan_clients(scenario, urls, processes, run_id)
     ]
-    # spawn, not fork: a clean interpreter per worker, whatever the parent has loaded.
-    context = multiprocessing.get_context("spawn")
     workers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
     try:
-        for plan in plans:
-            parent_end, child_end = context.Pipe()
-            process = context.Process(target=worker_main, args=(plan, child_end), daemon=True)
-            process.start()
-            child_end.close()
-            workers.append((process, parent_end))
+        spawn_workers(worker_main, plans, workers)
         ready_by = (
             time.monotonic() + 30.0 + connect_timeout_s + scenario.rooms * scenario.clients / 50
         )
@@ -513,6 +506,23 @@ def run_scenario(
     finally:
         for worker, conn in workers:
             stop_worker(worker, conn)
+
+
+def spawn_workers(
+    main: Callable[[Any, Connection], None],
+    plans: Sequence[object],
+    workers: list[tuple[multiprocessing.process.BaseProcess, Connection]],
+) -> None:
+    """Start one worker process per plan, running `main(plan, conn)`; each is appended to
+    `workers` as it starts, so that the caller's `finally` can stop (`stop_worker`) every one."""
+    # spawn, not fork: a clean interpreter per worker, whatever the parent has loaded.
+    context = multiprocessing.get_context("spawn")
+    for plan in plans:
+        parent_end, child_end = context.Pipe()
+        process = context.Process(target=main, args=(plan, child_end), daemon=True)
+        process.start()
+        child_end.close()
+        workers.append((process, parent_end))
 
 
 def stop_worker(worker: multiprocessing.process.BaseProcess, conn: Connection) -> None:

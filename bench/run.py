@@ -1,6 +1,7 @@
 """The benchmark in one command: project vs the tutorial vs a bare-ASGI ceiling.
 
     python -m bench.run            # every scenario: tutorial, project, ceiling, project on 2
+                                   # processes, project-pg; the fair catch-up; the storm
     python -m bench.run --quick    # the two blasts, project and ceiling only (~20 s)
     python -m bench.run --full     # also the tutorial on RedisChannelLayer, which loses
 
@@ -28,7 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import fairness
+from bench import fairness, storm
 from bench.loadclient import Scenario, raise_fd_limit
 from bench.measure import Options, Row, measure_target
 from bench.processes import (
@@ -43,7 +44,7 @@ from bench.processes import (
     terminate_on_sigterm,
 )
 from bench.report import layer_backends, machine_header, notes, table
-from bench.targets import checklist, target_checks
+from bench.targets import STORING_TARGETS, checklist, target_checks
 
 # More than this many cores busy before we start means someone else is using the machine.
 BUSY_WARNING_CORES = 0.2
@@ -56,7 +57,10 @@ PRESETS = {
 }
 # Not a load-client scenario: bench/fairness.py, on the project only, reported after the table.
 FAIRNESS = "fairness"
-DEFAULT_SCENARIOS = [*PRESETS, FAIRNESS]
+# Not a load-client scenario either: bench/storm.py, a reconnect storm of N clients, on each
+# storing target chosen (project, project-pg), reported after the table.
+STORM = "storm:5000"
+DEFAULT_SCENARIOS = [*PRESETS, FAIRNESS, STORM]
 DEFAULT_TARGETS = ["tutorial", "project", "ceiling", "project-2p", "project-pg"]
 QUICK_SCENARIOS = ["blast-1x100", "blast-10x10"]
 QUICK_TARGETS = ["project", "ceiling"]
@@ -87,12 +91,23 @@ def parse_scenario(spec: str) -> Scenario:
     raise ValueError(f"not a scenario: {spec!r} (presets: {', '.join(PRESETS)})")
 
 
+def parse_storm(spec: str) -> storm.Knobs | None:
+    """`storm:CLIENTS` (rooms of 100), or None if `spec` is not a storm."""
+    if not spec.startswith("storm:"):
+        return None
+    m = re.fullmatch(r"storm:(\d+)", spec)
+    if not m or int(m.group(1)) % storm.ROOM_SIZE:
+        raise ValueError(f"not a storm: {spec!r} (storm:N, N a multiple of {storm.ROOM_SIZE})")
+    return storm.Knobs(clients=int(m.group(1)))
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
         description="Benchmark the chat against the tutorial and a bare ASGI ceiling.",
         epilog=f"scenario presets: {', '.join(f'{k} = {v}' for k, v in PRESETS.items())}; "
-        f"{FAIRNESS} = bench/fairness.py on the project (fair catch-up)",
+        f"{FAIRNESS} = bench/fairness.py on the project (fair catch-up); "
+        f"{STORM} = bench/storm.py on project and project-pg (reconnect storm)",
     )
     parser.add_argument(
         "--full",
@@ -108,7 +123,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--scenario",
         action="append",
         metavar="SPEC",
-        help=f"a preset, {FAIRNESS}, or blast:RxCxM, paced:RxC:RATExSECONDS, idle:N (repeatable)",
+        help=f"a preset, {FAIRNESS}, storm:N, or blast:RxCxM, paced:RxC:RATExSECONDS, idle:N "
+        "(repeatable)",
     )
     parser.add_argument(
         "--target",
@@ -137,15 +153,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def plan(args: argparse.Namespace) -> tuple[list[tuple[Target, list[Scenario]]], bool]:
-    """Which scenarios run on which targets, in order; and whether the fair catch-up runs
-    (named with --scenario, or by default when the project is a target)."""
+Storms = list[tuple[Target, storm.Knobs]]
+
+
+def plan(args: argparse.Namespace) -> tuple[list[tuple[Target, list[Scenario]]], bool, Storms]:
+    """Which scenarios run on which targets, in order; whether the fair catch-up runs (named
+    with --scenario, or by default when the project is a target); which storms on which
+    storing targets."""
     default_scenarios = QUICK_SCENARIOS if args.quick else DEFAULT_SCENARIOS
     default_targets = FULL_TARGETS if args.full else DEFAULT_TARGETS
     if args.quick:
         default_targets = QUICK_TARGETS
     specs = args.scenario or default_scenarios
-    scenarios = [parse_scenario(s) for s in specs if s != FAIRNESS]
+    storm_knobs = [k for k in map(parse_storm, specs) if k is not None]
+    scenarios = [parse_scenario(s) for s in specs if s != FAIRNESS and parse_storm(s) is None]
     names = args.target or default_targets
     fair = FAIRNESS in specs and (args.scenario is not None or "project" in names)
     work = []
@@ -157,7 +178,10 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[Target, list[Scenario]]],
             chosen = [s for s in scenarios if s.kind in MULTI_PROCESS_KINDS]
         if chosen:
             work.append((target, chosen))
-    return work, fair
+    storms = [
+        (TARGETS[name], knobs) for knobs in storm_knobs for name in names if name in STORING_TARGETS
+    ]
+    return work, fair, storms
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     terminate_on_sigterm()
     raise_fd_limit()
     try:
-        work, fair = plan(args)
+        work, fair, storms = plan(args)
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
@@ -180,14 +204,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     backends: dict[str, str] = {}
     fair_result: fairness.FairnessResult | None = None
+    storm_results: list[storm.StormResult] = []
     try:
         with contextlib.ExitStack() as stack:
-            django = fair or any(target.django for target, _ in work)
+            django = fair or bool(storms) or any(target.django for target, _ in work)
             redis_url = given_redis or (stack.enter_context(own_redis(workdir)) if django else "")
             env = server_env(redis_url, f"sqlite:///{workdir / 'bench.sqlite3'}")
             migrated = not django or migrate(env, workdir / "migrate.log")
             envs = {"sqlite": (env, migrated)}
-            if any(target.database == "postgres" for target, _ in work):
+            databases = [t.database for t, _ in work] + [t.database for t, _ in storms]
+            if "postgres" in databases:
                 pg_env = {**env, "DATABASE_URL": stack.enter_context(fresh_postgres_database())}
                 envs["postgres"] = (pg_env, migrate(pg_env, workdir / "migrate-pg.log"))
             modules = dict.fromkeys(target.settings for target, _ in work if target.django)
@@ -204,6 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     fairness.run_on_project(env, workdir)
                     if migrated
                     else fairness.FairnessResult(error="migrate failed")
+                )
+            for target, knobs in storms:
+                progress(f"{target.name}: reconnect storm of {knobs.clients:,} clients …")
+                target_env, target_migrated = envs[target.database]
+                storm_results.append(
+                    storm.run_on_target(target_env, workdir, knobs, target.name)
+                    if target_migrated
+                    else storm.StormResult(knobs, target.name, error="migrate failed")
                 )
     finally:
         if args.keep:
@@ -230,6 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print("\n".join(fairness.report(fair_result)))
         checks.append(fairness.check(fair_result))
+    for storm_result in storm_results:
+        print()
+        print("\n".join(storm.report(storm_result)))
+        checks.append(storm.check(storm_result))
     if checks:
         print()
         print(checklist(checks))
