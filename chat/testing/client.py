@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import random
+import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ class ResumingClient:
     synced_to: int | None = None
     socket: Any = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # For wss:// URLs, required: how to check the server's certificate.
+    ssl_context: ssl.SSLContext | None = None
 
     @property
     def last_seq(self) -> int:
@@ -43,7 +46,7 @@ class ResumingClient:
 
     @property
     def origin(self) -> str:
-        return self.ws_url.replace("ws://", "http://", 1)
+        return self.ws_url.replace("ws", "http", 1)  # ws:// → http://, wss:// → https://
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set, reconnecting and resuming after any failure."""
@@ -56,6 +59,7 @@ class ResumingClient:
                     f"{self.ws_url}/ws/chat/{self.room}/{query}",
                     origin=self.origin,  # type: ignore[arg-type]
                     open_timeout=5,
+                    ssl=self.ssl_context,
                 ) as socket:
                     self.socket = socket
                     self.connections += 1

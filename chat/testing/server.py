@@ -29,6 +29,8 @@ class DaphneServer:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Where the server's stdout and stderr go (appended, across restarts); None: nowhere.
     log_path: Path | None = None
+    # More daphne options (["--proxy-headers"] behind nginx, say).
+    daphne_args: list[str] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:
@@ -77,6 +79,7 @@ class DaphneServer:
                 "127.0.0.1",
                 "-p",
                 str(self.port),
+                *self.daphne_args,
                 "mysite.asgi:application",
             ],
             cwd=ROOT,
