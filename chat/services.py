@@ -295,7 +295,7 @@ def _select_rooms_for_update(ids: set[int], names: set[str]) -> list[_LockedRoom
         return [_LockedRoom(*row) for row in cursor.fetchall()]
 
 
-_EVENT_COLUMNS = (
+_INSERT_COLUMNS = (
     "room_id",
     "seq",
     "author_id",
@@ -308,8 +308,9 @@ _EVENT_COLUMNS = (
     "target_seq",
     "edited_at",
     "deleted",
-    "id",
 )
+# What a stored row is read back as (an Event): the same, and its id.
+_EVENT_COLUMNS = (*_INSERT_COLUMNS, "id")
 
 
 def _resends(room_ids: set[int], client_ids: set[str]) -> list[Event]:
@@ -362,22 +363,6 @@ def _move_rooms(rooms: set[_LockedRoom]) -> None:
         cursor.execute(
             f"UPDATE {table} SET last_seq = CASE id {cases} END WHERE id {ids_sql}", params + ids
         )
-
-
-_INSERT_COLUMNS = (
-    "room_id",
-    "seq",
-    "author_id",
-    "author_name",
-    "guest_id",
-    "body",
-    "created_at",
-    "client_id",
-    "kind",
-    "target_seq",
-    "edited_at",
-    "deleted",
-)
 
 
 def _insert_messages(messages: list[Event]) -> None:
