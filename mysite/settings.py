@@ -177,14 +177,16 @@ DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
-def channel_layers_config(redis_url: str | None) -> dict[str, Any]:
-    """A Redis URL: channels-redis across processes; None: the in-process layer.
+def channel_layers_config(redis_url: str | list[str] | None) -> dict[str, Any]:
+    """A Redis URL (or several, shards): channels-redis across processes; None: in-process.
 
     Redis pub/sub fits the fan-out (chat/fanout.py): each process subscribes once per room, and
     nothing is dropped at a queue's capacity. Messages published while a process is cut off
     from Redis are not replayed by Redis; the hub's reconcile fetches them from the database.
+    With several URLs, channels-redis puts each group (a room) on one of them, by a hash of its
+    name: a Redis that is down delays only its own rooms (docs/deployment.md, "Sharded Redis").
     """
-    if redis_url is None:
+    if not redis_url:
         return {
             "default": {
                 "BACKEND": "channels.layers.InMemoryChannelLayer",
@@ -194,12 +196,16 @@ def channel_layers_config(redis_url: str | None) -> dict[str, Any]:
     return {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [redis_url]},
+            "CONFIG": {"hosts": [redis_url] if isinstance(redis_url, str) else redis_url},
         }
     }
 
 
-CHANNEL_LAYERS = channel_layers_config(env_str("REDIS_URL"))
+# REDIS_URL: one Redis, or several separated by commas, over which the channel layer shards the
+# rooms. The chat's own stores (limits, presence) use the first alone: they hold little, and a
+# Redis of theirs can be named (CHAT_LIMITS_STORAGE).
+REDIS_URLS = env_list("REDIS_URL", default=[])
+CHANNEL_LAYERS = channel_layers_config(REDIS_URLS)
 
 # --- Rate limits and caps (chat/throttle.py; docs/security.md) -------------------------------
 # `CHAT_LIMITS=off` lifts every limit and cap (the benchmarks run that way). Counters live in
@@ -207,7 +213,7 @@ CHANNEL_LAYERS = channel_layers_config(env_str("REDIS_URL"))
 CHAT_LIMITS_ENABLED = env_bool("CHAT_LIMITS", default=True)
 # CHAT_LIMITS_STORAGE moves the counters to a Redis of their own (any redis://, rediss:// or
 # unix:// URL), away from the channel layer's; "memory://" keeps them in each process.
-CHAT_LIMITS_STORAGE = env_str("CHAT_LIMITS_STORAGE") or env_str("REDIS_URL") or "memory://"
+CHAT_LIMITS_STORAGE = env_str("CHAT_LIMITS_STORAGE") or next(iter(REDIS_URLS), "memory://")
 
 
 def _rate(name: str, default: str) -> str:
@@ -308,7 +314,7 @@ CHAT_METRICS_TOKEN = env_str("CHAT_METRICS_TOKEN") or ""
 # process otherwise. A socket whose process stops re-asserting it (killed, say) is gone from its
 # rooms within CHAT_PRESENCE_LIFETIME seconds; the process re-asserts its sockets three times
 # a lifetime.
-CHAT_PRESENCE_STORAGE = env_str("REDIS_URL") or "memory://"
+CHAT_PRESENCE_STORAGE = next(iter(REDIS_URLS), "memory://")
 CHAT_PRESENCE_LIFETIME = _cap("CHAT_PRESENCE_LIFETIME", 60)
 
 # --- Accounts (chat/accounts.py, chat/people.py; README "Accounts") ---------------------------
