@@ -37,9 +37,11 @@ from limits.errors import StorageError
 from chat.people import (
     GUEST_NAME_MAX_LENGTH,
     GUEST_NAME_RULE,
+    MIXED_SCRIPTS,
     SignInRequired,
     login_required_for_chat,
     looks_like_guest_or_staff,
+    mixes_look_alike_scripts,
     person_for,
     remember_guest,
     rename_guest,
@@ -49,6 +51,7 @@ from mysite.admin_throttle import identities, limiter, retry_after
 logger = logging.getLogger("chat.accounts")
 
 SIGNUP_NAMESPACE = "signup"
+RENAME_NAMESPACE = "guest-rename"
 P = ParamSpec("P")
 
 
@@ -78,6 +81,8 @@ class SignupForm(UserCreationForm):
                 "That username is reserved (it would look like a guest or the site's staff).",
                 code="reserved",
             )
+        if username and mixes_look_alike_scripts(username):
+            raise ValidationError(MIXED_SCRIPTS, code="confusable")
         return username
 
 
@@ -142,6 +147,17 @@ def guest_name(request: HttpRequest) -> HttpResponse:
         person = person_for(request.user, request.COOKIES)
     except SignInRequired:
         return HttpResponseForbidden("Sign in to chat.\n", content_type="text/plain")
+    wait = _refused(
+        RENAME_NAMESPACE,
+        settings.CHAT_LIMIT_GUEST_RENAMES,
+        [("guest", str(person.guest_id)), *identities(request, None)[:1]],
+    )
+    if wait is not None:
+        response = HttpResponse(
+            f"Too many renames; try again in {wait} s.\n", content_type="text/plain", status=429
+        )
+        response["Retry-After"] = str(wait)
+        return response
     form = GuestNameForm(request.POST)
     if form.is_valid():
         try:
@@ -172,15 +188,25 @@ def _throttled(view: FormView, wait: int) -> HttpResponse:
 
 def _signup_refused(request: HttpRequest) -> int | None:
     """Count a sign-up attempt against its address; past the limit, the seconds to wait."""
+    return _refused(
+        SIGNUP_NAMESPACE, settings.CHAT_LIMIT_SIGNUPS_PER_ADDRESS, identities(request, None)[:1]
+    )
+
+
+def _refused(namespace: str, rates: str, keys: list[tuple[str, str]]) -> int | None:
+    """Count an attempt against each key; past a limit, the seconds to wait (None: go ahead).
+
+    A counter store that fails lets the attempt through, with a warning, as for logins.
+    """
     if not settings.CHAT_LIMITS_ENABLED:
         return None
     counters = limiter(settings.CHAT_LIMITS_STORAGE)
-    address = identities(request, None)
     try:
-        for limit in parse_many(settings.CHAT_LIMIT_SIGNUPS_PER_ADDRESS):
-            if not counters.hit(limit, SIGNUP_NAMESPACE, *address[0]):
-                reset = counters.get_window_stats(limit, SIGNUP_NAMESPACE, *address[0]).reset_time
-                return max(1, math.ceil(reset - time.time()))
+        for limit in parse_many(rates):
+            for key in keys:
+                if not counters.hit(limit, namespace, *key):
+                    reset = counters.get_window_stats(limit, namespace, *key).reset_time
+                    return max(1, math.ceil(reset - time.time()))
     except StorageError as error:
-        logger.warning("Sign-up let through unthrottled: %s", error.storage_error)
+        logger.warning("%s let through unthrottled: %s", namespace, error.storage_error)
     return None

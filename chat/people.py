@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from confusable_homoglyphs import confusables
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
@@ -49,6 +50,7 @@ RESERVED_NAME_PREFIXES = ("admin", "moderator", "system")
 # Chosen names may not look like an automatic guest name ("guest-…", "Guest_…"), nor may
 # registered usernames: `guest-3fa9c1` is always a guest who did not choose a name.
 _GUEST_LOOKALIKE = re.compile(r"guest[-_.]", re.IGNORECASE)
+_WORD_BREAKS = re.compile(r"[\s\-_.@+]+")
 
 
 class SignInRequired(Exception):
@@ -128,6 +130,8 @@ def validate_guest_name(name: str) -> str:
         raise ValidationError("A name needs a letter or a digit.", code="characters")
     if looks_like_guest_or_staff(name):
         raise ValidationError("That name is reserved; pick another.", code="reserved")
+    if mixes_look_alike_scripts(name):
+        raise ValidationError(MIXED_SCRIPTS, code="confusable")
     user_model = get_user_model()
     if user_model._default_manager.filter(
         **{f"{user_model.USERNAME_FIELD}__iexact": name}
@@ -136,6 +140,20 @@ def validate_guest_name(name: str) -> str:
             "That name belongs to a registered user; pick another.", code="registered"
         )
     return name
+
+
+MIXED_SCRIPTS = (
+    "A word of that name mixes letters of different scripts that look alike "
+    "(a Cyrillic “а” among Latin letters, say); pick another."
+)
+
+
+def mixes_look_alike_scripts(name: str) -> bool:
+    """True if a word of `name` mixes scripts with look-alike letters: "bоb" with a Cyrillic
+    "о" would pass for "bob", "аdmin" for the reserved "admin". Word by word (Unicode's
+    confusables, through confusable-homoglyphs, as django-registration checks usernames), so a
+    name of a Cyrillic and a Latin word ("Ольга Smith") stays possible."""
+    return any(confusables.is_dangerous(word) for word in _WORD_BREAKS.split(name) if word)
 
 
 def looks_like_guest_or_staff(name: str) -> bool:

@@ -328,3 +328,5 @@ LOGOUT_REDIRECT_URL = "chat:index"
 # CPU). Ten an hour is more than a household or an office signs up; a script is stopped.
 # Sign-ins share CHAT_LIMIT_ADMIN_LOGIN's counters. CHAT_LIMITS=off lifts both.
 CHAT_LIMIT_SIGNUPS_PER_ADDRESS = _rate("CHAT_LIMIT_SIGNUPS_PER_ADDRESS", "10/hour")
+# Guest renames, per guest and per address: a name is shown to everyone in the room.
+CHAT_LIMIT_GUEST_RENAMES = _rate("CHAT_LIMIT_GUEST_RENAMES", "5/minute;30/hour")

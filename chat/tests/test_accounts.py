@@ -79,6 +79,8 @@ def test_sign_up_signs_in_and_goes_back_to_the_room(client: Client) -> None:
         ("admin2", "reserved"),
         ("Sys.Tem", "reserved"),
         ("ALICE", "already exists"),
+        ("\u0430lice", "look alike"),
+        ("p\u0430ypal", "look alike"),
     ],
 )
 def test_sign_up_refuses_names_that_pass_for_someone_else(
@@ -192,6 +194,9 @@ def test_sign_ups_past_an_addresss_rate_are_refused(
         ("Moderator Jo", "reserved"),
         ("guest-123abc", "reserved"),
         ("ALICE", "registered"),
+        ("\u0430dmin", "confusable"),  # a Cyrillic а: would pass for the reserved "admin"
+        ("\u0430lice", "confusable"),  # ...or for the registered "alice"
+        ("b\u043eb the builder", "confusable"),  # one mixed word is enough
     ],
 )
 def test_guest_names_that_are_refused(alice: User, name: str, code: str) -> None:
@@ -211,6 +216,7 @@ def test_guest_names_that_are_refused(alice: User, name: str, code: str) -> None
         ("x.y_z-1", "x.y_z-1"),
         ("x" * 32, "x" * 32),
         ("Ｂｏｂ", "Bob"),
+        ("Ольга Smith", "Ольга Smith"),  # a Cyrillic word and a Latin one: a real name
     ],
 )
 def test_guest_names_that_are_accepted(alice: User, name: str, kept: str) -> None:
@@ -233,6 +239,23 @@ def test_a_guest_renames_and_the_page_shows_the_new_name(client: Client) -> None
     # Back to the automatic name: always theirs, though no one may choose one like it.
     assert rename(client, first.name).status_code == 302
     assert client.get("/chat/lobby/").context["display_name"] == first.name
+
+
+def test_renames_past_a_guests_rate_are_refused_to_that_guest_alone(
+    client: Client, fresh_counters: None, settings: Any
+) -> None:
+    settings.CHAT_LIMIT_GUEST_RENAMES = "2/minute"
+    client.get("/chat/lobby/")
+    for name in ("Zoë", "Zed"):
+        assert rename(client, name).status_code == 302
+    refused = rename(client, "Zara")
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) >= 1
+    assert client.get("/chat/lobby/").context["display_name"] == "Zed"
+    # Another guest, from another address, renames as usual.
+    other = Client(REMOTE_ADDR="198.51.100.7")
+    other.get("/chat/lobby/")
+    assert rename(other, "Zara").status_code == 302
 
 
 def test_a_refused_rename_says_why_and_keeps_the_name(client: Client, alice: User) -> None:
