@@ -51,7 +51,7 @@ format: $(STAMP)  ## Reformat, and apply ruff's safe fixes
 hooks: $(STAMP)  ## Run `make check`'s tools on every git commit (pre-commit)
 	$(VENV)/bin/pre-commit install
 
-bench: $(STAMP)  ## Every scenario: project vs tutorial vs bare-ASGI ceiling, targets checked
+bench: $(STAMP)  ## Every scenario: project vs tutorial vs bare-ASGI ceiling vs picows limit, targets checked
 	scripts/system-deps
 	$(PY) -m bench.run
 

@@ -134,11 +134,19 @@ class ScenarioResult:
     client_cpu_s: float  # CPU seconds of all workers from "go" to the end
     server_cpu: float | None  # server CPU seconds ÷ wall time, when a probe was given
     processes: int
+    server_cpu_s: float | None = None  # server CPU seconds from "go" to the last report
 
     @property
     def lost(self) -> int:
         """Expected deliveries that never arrived."""
         return self.expected - self.received
+
+    @property
+    def server_us_per_delivery(self) -> float | None:
+        """Server CPU microseconds per delivery (handshakes are done before "go": excluded)."""
+        if self.server_cpu_s is None or not self.received:
+            return None
+        return 1e6 * self.server_cpu_s / self.received
 
 
 # --- one client -------------------------------------------------------------------------
@@ -398,7 +406,11 @@ def nearest_rank(sorted_values: Sequence[int], q: float) -> float | None:
 
 
 def merge(
-    scenario: Scenario, results: Sequence[WorkerResult], connections: int, server_cpu: float | None
+    scenario: Scenario,
+    results: Sequence[WorkerResult],
+    connections: int,
+    server_cpu: float | None,
+    server_cpu_s: float | None = None,
 ) -> ScenarioResult:
     """Combine the workers' results into one row."""
     latencies = sorted(v for r in results for v in r.latencies_ns)
@@ -425,6 +437,7 @@ def merge(
         client_cpu_s=sum(r.cpu_s for r in results),
         server_cpu=server_cpu,
         processes=len(results),
+        server_cpu_s=server_cpu_s,
     )
 
 
@@ -499,10 +512,11 @@ def run_scenario(
             _, result = receive_report(conn, done_by, "result")
             assert isinstance(result, WorkerResult)
             results.append(result)
-        server_cpu = (cpu_probe() - cpu0) / (time.monotonic() - wall0) if cpu_probe else None
+        server_cpu_s = cpu_probe() - cpu0 if cpu_probe else None
+        server_cpu = server_cpu_s / (time.monotonic() - wall0) if server_cpu_s is not None else None
         for worker, _ in workers:
             worker.join(timeout=30)
-        return merge(scenario, results, connections, server_cpu)
+        return merge(scenario, results, connections, server_cpu, server_cpu_s)
     finally:
         for worker, conn in workers:
             stop_worker(worker, conn)

@@ -26,7 +26,8 @@ EXIT_CHECK_S = 1.0
 
 @dataclass(frozen=True)
 class Target:
-    """A server to measure: an ASGI application under daphne, in one or more processes."""
+    """A server to measure: an ASGI application under daphne (or a server of its own, `argv`),
+    in one or more processes."""
 
     name: str
     app: str
@@ -37,6 +38,14 @@ class Target:
     loses_by_design: bool = False
     # Where its messages are stored: a fresh SQLite file, or a fresh PostgreSQL database.
     database: str = "sqlite"
+    # A server that is not daphne: its own arguments to the Python interpreter, `{port}` filled.
+    argv: tuple[str, ...] = ()
+
+    def command(self, port: int) -> list[str]:
+        """The command line of one of its processes, listening on `port`."""
+        if self.argv:
+            return [sys.executable, *(arg.replace("{port}", str(port)) for arg in self.argv)]
+        return [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port), self.app]
 
 
 TARGETS = {
@@ -54,6 +63,14 @@ TARGETS = {
     # The project on PostgreSQL, as a cluster of processes would run it.
     "project-pg": Target("project-pg", "mysite.asgi:application", django=True, database="postgres"),
     "ceiling": Target("ceiling", "bench.bare_asgi:application", django=False),
+    # The limit: a room broadcaster in C (picows on uvloop), no ASGI; what a delivery costs at
+    # the least.
+    "limit": Target(
+        "limit",
+        "bench.picows_broadcaster",
+        django=False,
+        argv=("-m", "bench.picows_broadcaster", "--host", HOST, "--port", "{port}"),
+    ),
     # The project twice on one Redis, clients dealt alternately to the two processes.
     "project-2p": Target("project-2p", "mysite.asgi:application", django=True, processes=2),
 }
@@ -230,7 +247,7 @@ def daphnes(target: Target, env: dict[str, str], workdir: Path) -> Iterator[Daph
         for i in range(target.processes):
             port = free_port()
             log = stack.enter_context(open(workdir / f"{target.name}-{i}-{port}.log", "ab"))
-            argv = [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port), target.app]
+            argv = target.command(port)
             target_env = {**env, "DJANGO_SETTINGS_MODULE": target.settings}
             processes.append(stack.enter_context(started(argv, port, log, target_env, target.app)))
             ports.append(port)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bench.loadclient import Scenario
 from bench.measure import Row
 
 # Blast ≥ 0.8× the ceiling's deliveries/s, paced p99 ≤ 1.5× the ceiling's, idle ≤ 32 KB
@@ -18,6 +19,16 @@ MAX_IDLE_BYTES_PER_CONNECTION = 32_000
 MIN_TWO_PROCESS_RATIO = 0.8
 # The project on SQLite and on PostgreSQL: each is held to the same targets.
 STORING_TARGETS = ("project", "project-pg")
+# Issue 13, against the picows broadcaster (the `limit` target) in the same run, with 1,000
+# messages a room so that the per-post cost dominates. Rooms of 10 (most chat rooms): server
+# CPU per delivery ≤ 2× the limit's and deliveries/s ≥ 0.8× its. A room of 100: deliveries/s
+# ≥ the limit's. Idle: ≤ 24 KB per connection, the bare-ASGI ceiling's figure.
+SMALL_ROOMS = Scenario("blast", rooms=10, clients=10, messages=1000)
+BIG_ROOM = Scenario("blast", rooms=1, clients=100, messages=1000)
+MAX_SMALL_ROOMS_CPU_RATIO = 2.0
+MIN_SMALL_ROOMS_RATE_RATIO = 0.8
+MIN_BIG_ROOM_RATE_RATIO = 1.0
+MAX_IDLE_BYTES_PER_CONNECTION_LIMIT = 24_000
 
 
 def target_checks(rows: Sequence[Row]) -> list[tuple[str, bool]]:
@@ -54,13 +65,17 @@ def target_checks(rows: Sequence[Row]) -> list[tuple[str, bool]]:
             )
         if kind == "idle" and row.kib_per_connection is not None:
             per_connection = row.kib_per_connection * 1024
-            checks.append(
-                (
-                    f"{label}: {per_connection / 1000:.1f} KB per connection "
-                    f"(≤ {MAX_IDLE_BYTES_PER_CONNECTION / 1000:.0f} KB)",
-                    clean and per_connection <= MAX_IDLE_BYTES_PER_CONNECTION,
+            for bound in (MAX_IDLE_BYTES_PER_CONNECTION, MAX_IDLE_BYTES_PER_CONNECTION_LIMIT):
+                checks.append(
+                    (
+                        f"{label}: {per_connection / 1000:.1f} KB per connection "
+                        f"(≤ {bound / 1000:.0f} KB)",
+                        clean and per_connection <= bound,
+                    )
                 )
-            )
+        limit = found.get((name, "limit"))
+        if limit is not None:
+            checks += limit_checks(label, row, limit)
         two = found.get((name, "project-2p"))
         if target == "project" and kind == "blast" and two is not None and two.result is not None:
             ratio = two.result.deliveries_per_s / r.deliveries_per_s
@@ -71,6 +86,43 @@ def target_checks(rows: Sequence[Row]) -> list[tuple[str, bool]]:
                     not two.failed and ratio >= MIN_TWO_PROCESS_RATIO,
                 )
             )
+    return checks
+
+
+def limit_checks(label: str, row: Row, limit: Row) -> list[tuple[str, bool]]:
+    """Issue 13's targets for one row of a storing target against the limit's row."""
+    r, lim = row.result, limit.result
+    if r is None or lim is None or not lim.deliveries_per_s:
+        return []
+    clean = not row.failed
+    rate = r.deliveries_per_s / lim.deliveries_per_s
+    checks = []
+    if row.scenario == SMALL_ROOMS:
+        checks.append(
+            (
+                f"{label}: {rate:.2f}× the limit's deliveries/s "
+                f"(≥ {MIN_SMALL_ROOMS_RATE_RATIO}), {row.lost} lost",
+                clean and rate >= MIN_SMALL_ROOMS_RATE_RATIO,
+            )
+        )
+        ours, theirs = r.server_us_per_delivery, lim.server_us_per_delivery
+        if ours is not None and theirs:
+            cpu = ours / theirs
+            checks.append(
+                (
+                    f"{label}: {ours:.1f} µs server CPU per delivery = {cpu:.2f}× the "
+                    f"limit's {theirs:.1f} (≤ {MAX_SMALL_ROOMS_CPU_RATIO:g})",
+                    clean and cpu <= MAX_SMALL_ROOMS_CPU_RATIO,
+                )
+            )
+    if row.scenario == BIG_ROOM:
+        checks.append(
+            (
+                f"{label}: {rate:.2f}× the limit's deliveries/s "
+                f"(≥ {MIN_BIG_ROOM_RATE_RATIO}), {row.lost} lost",
+                clean and rate >= MIN_BIG_ROOM_RATE_RATIO,
+            )
+        )
     return checks
 
 
