@@ -90,3 +90,35 @@ def test_pages_reconnect_by_themselves_and_show_every_message_once(
     alice.refresh()
     wait_state(alice, "lastSeq", "6")
     assert shown(alice) == server.stored("restart")
+
+
+def test_a_restart_closes_with_1012_and_the_page_comes_back_at_once(
+    server: DaphneServer, browsers: list[Chrome]
+) -> None:
+    """SIGTERM (a deploy) closes every socket with 1012; the page reconnects with no backoff
+    to the process that replaces it, sends what was typed meanwhile, and misses nothing."""
+    alice, bob = browsers
+    for driver in browsers:
+        driver.get(f"{server.http_url}/chat/deploy/")
+        wait_state(driver, "wsState", "open")
+    post(alice, "before")
+    for driver in browsers:
+        wait_state(driver, "lastSeq", "1")
+
+    server.stop()  # SIGTERM: the graceful path
+    for driver in browsers:
+        # The close said 1012, and the page tried again at once (delay 0). That try may fail
+        # (no server yet); later ones back off as usual until the new process listens.
+        WebDriverWait(driver, WAIT).until(
+            lambda d: (state(d, "closes") or "").startswith("1012:0"),
+            f"closes: {state(driver, 'closes')!r}",
+        )
+    post(bob, "while restarting")
+    server.start()
+    for driver in browsers:
+        wait_state(driver, "wsState", "open")
+        wait_state(driver, "pending", "0")
+        wait_state(driver, "lastSeq", "2")
+    assert server.stored("deploy") == [(1, "before"), (2, "while restarting")]
+    for driver in browsers:
+        assert shown(driver) == server.stored("deploy")

@@ -138,8 +138,15 @@ function forgetMessages() {
   older.hidden = true;
 }
 
-function showState(state) {
+function showState(state, detail = {}) {
   document.body.dataset.wsState = state;
+  if (state === "reconnecting") {
+    // The last few closes, as "code:delay ms", newest last: what a test (or a curious reader in
+    // the inspector) can see of the reconnect policy.
+    const closes = (document.body.dataset.closes ?? "").split(",").filter(Boolean);
+    closes.push(`${detail.code ?? ""}:${Math.round(detail.delay ?? 0)}`);
+    document.body.dataset.closes = closes.slice(-10).join(",");
+  }
   status.textContent = STATE_LABELS[state] ?? state;
   status.dataset.state = state;
   if (state === "open") {
