@@ -57,6 +57,7 @@ from bench.loadclient import (
 )
 from bench.processes import (
     busy_cores,
+    cpu_seconds,
     fresh_postgres_database,
     migrate,
     own_redis,
@@ -119,7 +120,7 @@ class StormTally:
     resynced_ns: array = field(default_factory=lambda: array("q"))  # first `synced` after kill
     attempts: int = 0  # reconnect handshakes tried
     failed_attempts: int = 0  # of which refused, timed out or reset
-    first_failure: str = ""
+    failures: dict[str, int] = field(default_factory=dict)  # failed attempts by exception
     closed_again: int = 0  # sockets closed by the server after the reconnect
     error_frames: int = 0
     posts_acked: int = 0
@@ -220,8 +221,8 @@ class StormWorker:
             except Exception as error:  # refused, reset, timed out, 403: all are retried
                 if self.storming:
                     self.tally.failed_attempts += 1
-                    if not self.tally.first_failure:
-                        self.tally.first_failure = f"{type(error).__name__}: {error}"
+                    kind = type(error).__name__
+                    self.tally.failures[kind] = self.tally.failures.get(kind, 0) + 1
                 await asyncio.sleep(random.uniform(*RETRY_S))
                 continue
             client.sessions += 1
@@ -373,6 +374,8 @@ class StormResult:
     rss_listening_kib: int = 0  # the new process, as it starts listening
     rss_peak_kib: int = 0  # the new process, during the storm
     rss_end_kib: int = 0  # the new process, every client back
+    server_start_cpu_s: float = 0.0  # the new process's CPU time when it starts listening
+    server_cpu_s: float = 0.0  # ... and once every client is back
     busy_before: float = 0.0
     error: str = ""
 
@@ -491,11 +494,14 @@ def run_storm(server: DaphneServer, knobs: Knobs = Knobs(), target: str = "proje
             server.kill()
             server.start()
             listening = time.monotonic_ns()
+            assert server.process is not None
+            result.server_start_cpu_s = cpu_seconds([server.process.pid])
             result.rss_listening_kib = sampler.sample()
             sampler.peak_kib = result.rss_listening_kib  # the old process's samples are not ours
             result.kill_to_listen_s = (listening - killed) / 1e9
             progress(
-                f"storm: restarted in {result.kill_to_listen_s:.1f}s; "
+                f"storm: restarted (pid {server.process.pid}) in "
+                f"{result.kill_to_listen_s:.1f}s; "
                 f"{knobs.clients:,} clients returning …"
             )
             done_by = time.monotonic() + STORM_TIMEOUT_S + 60.0
@@ -505,6 +511,7 @@ def run_storm(server: DaphneServer, knobs: Knobs = Knobs(), target: str = "proje
                 assert isinstance(tally, StormTally)
                 tallies.append(tally)
             result.rss_end_kib = sampler.sample()
+            result.server_cpu_s = cpu_seconds([server.process.pid])
         result.rss_peak_kib = sampler.peak_kib
         result.tally = merge(tallies)
         result.done_s = [(ns - listening) / 1e9 for ns in result.tally.done_ns if ns]
@@ -536,7 +543,8 @@ def merge(tallies: Sequence[StormTally]) -> StormTally:
             setattr(out, name, getattr(out, name) + getattr(t, name))
         out.done_ns.extend(t.done_ns)
         out.resynced_ns.extend(t.resynced_ns)
-        out.first_failure = out.first_failure or t.first_failure
+        for kind, count in t.failures.items():
+            out.failures[kind] = out.failures.get(kind, 0) + count
         out.problems += t.problems[: 5 - len(out.problems)]
         out.cpu_s = max(out.cpu_s, t.cpu_s)
         out.wall_s = max(out.wall_s, t.wall_s)
@@ -592,9 +600,9 @@ def report(result: StormResult) -> list[str]:
     t = result.tally
     if result.error or t is None:
         return [*lines, f"  error: {result.error or 'no result'}"]
-    failed = f"{t.failed_attempts:,} failed"
-    if t.first_failure:
-        failed += f", the first: {t.first_failure}"
+    kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(t.failures.items()))
+    failed = f"{t.failed_attempts:,} failed" + (f": {kinds}" if kinds else "")
+    storm_cpu_s = result.server_cpu_s - result.server_start_cpu_s
     lines += [
         f"  restart: SIGKILL → listening in {result.kill_to_listen_s:.2f}s; from then on:",
         f"  back:    {len(result.resync_s):,} clients synced again, {_quantiles(result.resync_s)}; "
@@ -611,7 +619,10 @@ def report(result: StormResult) -> list[str]:
         f"{result.rss_end_kib / 1024:,.0f} MiB at the end = "
         f"{result.peak_bytes_per_connection / 1000:.1f} KB per client at the peak "
         f"(target ≤ {MAX_PEAK_BYTES_PER_CONNECTION / 1000:.0f} KB)",
-        f"  clients' cpu: {t.cpu_s / max(t.wall_s, 1e-9):.0%} of a core (busiest process)",
+        f"  cpu:     the new daphne {storm_cpu_s:.1f}s from listening to the end = "
+        f"{storm_cpu_s / max(1, k.clients) * 1e3:.2f} ms per client "
+        f"({result.server_start_cpu_s:.1f}s to start); the clients "
+        f"{t.cpu_s / max(t.wall_s, 1e-9):.0%} of a core (the busier process)",
     ]
     lines += [f"  problem: {p}" for p in t.problems]
     return lines
