@@ -103,9 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         for line in done.stdout.split("\n"):
             if line.strip():
-                size, seconds = line.split("\t")
-                ms = float(seconds) * 1000
-                print(f"| {kind} | {size} | {ms:.2f} | {ms * 1000 / int(size):.0f} |")
+                posts, elapsed = line.split("\t")
+                ms = float(elapsed) * 1000
+                print(f"| {kind} | {posts} | {ms:.2f} | {ms * 1000 / int(posts):.0f} |")
     return 0
 
 
