@@ -30,6 +30,7 @@ from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 from django.utils import timezone
 
+from chat import sql
 from chat.models import Ban, Room, RoomMember
 
 if TYPE_CHECKING:
@@ -70,7 +71,11 @@ def may_enter(user: AnyUser, room_name: str) -> Decision:
         ban = _active_ban(account.pk, room_name)
         if ban is not None:
             return Decision(False, "banned", _ban_detail(ban))
-    room = Room.objects.filter(name=room_name).values_list("pk", "private", "owner_id").first()
+    # Plain SQL: every page and handshake asks (chat/sql.py says why).
+    rows = sql.fetch(
+        f"SELECT id, private, owner_id FROM {sql.table(Room)} WHERE name = %s", [room_name]
+    )
+    room = rows[0] if rows else None
     if room is None or not room[1]:
         return ALLOWED
     if account is None:

@@ -25,7 +25,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from chat import metrics, protocol
+from chat import metrics, protocol, sql
 from chat.db import db_read
 from chat.models import Message, Room
 from chat.transport import Socket
@@ -107,13 +107,15 @@ def _delete_through(room_id: int, through: int, *, batch: int, pause: float) -> 
 def first_kept(room_id: int) -> int:
     """The first seq a room still stores (everything before it was pruned); last_seq + 1 if
     nothing is left."""
-    first = (
-        Message.objects.filter(room_id=room_id).order_by("seq").values_list("seq", flat=True)[:1]
+    # Plain SQL: every resume asks (chat/sql.py says why).
+    rows = sql.fetch(
+        f"SELECT seq FROM {sql.table(Message)} WHERE room_id = %s ORDER BY seq LIMIT 1",
+        [room_id],
     )
-    for seq in first:
-        return seq
-    last_seq = Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).first()
-    return (last_seq or 0) + 1
+    if rows:
+        return int(rows[0][0])
+    rows = sql.fetch(f"SELECT last_seq FROM {sql.table(Room)} WHERE id = %s", [room_id])
+    return (int(rows[0][0]) if rows else 0) + 1
 
 
 async def tell_if_pruned(socket: Socket, *, room_id: int | None, after: int) -> None:

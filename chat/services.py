@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import connection, transaction
 from django.utils import timezone
 
 from chat.models import Message, Room
+from chat.sql import aware, in_list
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -264,21 +264,15 @@ def _lock_rooms(posts: list[NewPost]) -> tuple[dict[int, _LockedRoom], dict[str,
 # (docs/benchmarks.md, "PostgreSQL").
 
 
-def _in(values: Iterable[Any]) -> tuple[str, list[Any]]:
-    """`IN (%s, …)` and its parameters, in a stable order."""
-    ordered = sorted(values)
-    return f"IN ({', '.join(['%s'] * len(ordered))})", list(ordered)
-
-
 def _select_rooms_for_update(ids: set[int], names: set[str]) -> list[_LockedRoom]:
     conditions: list[str] = []
     params: list[Any] = []
     if ids:
-        sql, values = _in(ids)
+        sql, values = in_list(ids)
         conditions.append(f"id {sql}")
         params += values
     if names:
-        sql, values = _in(names)
+        sql, values = in_list(names)
         conditions.append(f"name {sql}")
         params += values
     if not conditions:
@@ -316,8 +310,8 @@ _EVENT_COLUMNS = (*_INSERT_COLUMNS, "id")
 def _resends(room_ids: set[int], client_ids: set[str]) -> list[Event]:
     """The stored rows of these rooms carrying any of these client ids."""
     table = connection.ops.quote_name(Message._meta.db_table)
-    rooms_sql, rooms = _in(room_ids)
-    ids_sql, ids = _in(client_ids)
+    rooms_sql, rooms = in_list(room_ids)
+    ids_sql, ids = in_list(client_ids)
     with connection.cursor() as cursor:
         # No ORDER BY: any order will do for a lookup.
         cursor.execute(
@@ -334,11 +328,11 @@ def _resends(room_ids: set[int], client_ids: set[str]) -> list[Event]:
             author_name=row[3],
             guest_id=row[4],
             body=row[5],
-            created_at=_aware(row[6]) or row[6],
+            created_at=aware(row[6]) or row[6],
             client_id=row[7],
             kind=row[8],
             target_seq=row[9],
-            edited_at=_aware(row[10]),
+            edited_at=aware(row[10]),
             deleted=bool(row[11]),
             pk=row[12],
         )
@@ -346,18 +340,11 @@ def _resends(room_ids: set[int], client_ids: set[str]) -> list[Event]:
     ]
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    """A timestamp read by raw SQL, in UTC: SQLite's come back naive (the ORM adds the zone)."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
 def _move_rooms(rooms: set[_LockedRoom]) -> None:
     """Store where each room's sequence now stands, in one statement."""
     table = connection.ops.quote_name(Room._meta.db_table)
     cases = " ".join(["WHEN %s THEN %s"] * len(rooms))
-    ids_sql, ids = _in(room.pk for room in rooms)
+    ids_sql, ids = in_list(room.pk for room in rooms)
     params: list[Any] = [value for room in rooms for value in (room.pk, room.last_seq)]
     with connection.cursor() as cursor:
         cursor.execute(
