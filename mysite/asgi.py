@@ -2,7 +2,6 @@
 
 import os
 
-from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
 
@@ -11,6 +10,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 django_asgi_app = get_asgi_application()
 
 from chat import lifecycle  # noqa: E402
+from chat.auth import auth_middleware_stack  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chat.runtime import tune_gc_for_serving  # noqa: E402
 from chat.transport import ServerSendMiddleware  # noqa: E402
@@ -23,8 +23,11 @@ application = ServerSendMiddleware(
         {
             # /healthz, /readyz and /metrics before Django (mysite/health.py).
             "http": ProbeEndpoints(django_asgi_app),
-            # Only a page served by this site may open a socket (mysite/origin.py).
-            "websocket": SiteOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            # Only a page served by this site may open a socket (mysite/origin.py); the user
+            # comes from the session, as with Channels' AuthMiddlewareStack (chat/auth.py).
+            "websocket": SiteOriginValidator(
+                auth_middleware_stack(URLRouter(websocket_urlpatterns))
+            ),
         }
     )
 )
