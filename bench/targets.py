@@ -17,6 +17,7 @@ MIN_BLAST_RATIO = 0.8
 MAX_PACED_P99_RATIO = 1.5
 MAX_IDLE_BYTES_PER_CONNECTION = 32_000
 MIN_TWO_PROCESS_RATIO = 0.8
+LONG_BLAST_MESSAGES = 1000
 # The project on SQLite and on PostgreSQL: each is held to the same targets.
 STORING_TARGETS = ("project", "project-pg")
 # Issue 13, against the picows broadcaster (the `limit` target) in the same run, with 1,000
@@ -34,6 +35,14 @@ MAX_IDLE_BYTES_PER_CONNECTION_LIMIT = 24_000
 def target_checks(rows: Sequence[Row]) -> list[tuple[str, bool]]:
     """Each target of the project that these rows can judge: what it says, and whether met."""
     found = {(row.scenario.name, row.target): row for row in rows if row.result is not None}
+    # Two processes against one: judged on the long blasts when the run has them. A blast of
+    # 100 messages a room lasts 50–150 ms, and one process's and two processes' medians then
+    # differ by a third between runs of the same code (0.61× and 1.03× in one run).
+    long_blasts = any(
+        row.scenario.kind == "blast" and row.scenario.messages >= LONG_BLAST_MESSAGES
+        for row in rows
+        if row.target == "project-2p"
+    )
     checks = []
     for (name, target), row in found.items():
         if target not in STORING_TARGETS:
@@ -77,7 +86,13 @@ def target_checks(rows: Sequence[Row]) -> list[tuple[str, bool]]:
         if limit is not None:
             checks += limit_checks(label, row, limit)
         two = found.get((name, "project-2p"))
-        if target == "project" and kind == "blast" and two is not None and two.result is not None:
+        if (
+            target == "project"
+            and kind == "blast"
+            and two is not None
+            and two.result is not None
+            and (row.scenario.messages >= LONG_BLAST_MESSAGES or not long_blasts)
+        ):
             ratio = two.result.deliveries_per_s / r.deliveries_per_s
             checks.append(
                 (
