@@ -156,15 +156,20 @@ async def test_a_client_that_was_away_learns_of_every_change_in_order(connect: C
     third = await posted(author, "third", "p3")
 
     back = await connect("lobby", query=f"after={position}")
-    frames = [await receive(back) for _ in range(4)]
+    # In catch-up before `synced`, or live after it if this process's hub had not yet heard
+    # of them through Redis when the socket joined: either way once each, in order.
+    frames: list[dict[str, Any]] = []
+    while not frames or frames[-1].get("seq") != third:
+        frame = await receive(back)
+        if frame["type"] != "synced":
+            frames.append(frame)
     assert [(f["type"], f.get("target")) for f in frames] == [
         ("edit", first),
         ("delete", second),
         ("message", None),
-        ("synced", None),
     ]
     assert frames[0]["message"] == "first!"
-    assert [f["seq"] for f in frames[:3]] == [third - 2, third - 1, third]
+    assert [f["seq"] for f in frames] == [third - 2, third - 1, third]
 
 
 async def test_only_the_author_may_change_a_post(connect: Connect) -> None:
