@@ -37,6 +37,7 @@ from chat.rooms import group_name
 from chat.runtime import PerLoop
 from chat.stream import out_frame
 from chat.transport import DirectSocket, OutFrame, joined_payload
+from chat.writer import writers
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +239,8 @@ class Hub:
 
     async def _fill(self, room: LocalRoom, *, to_seq: int) -> None:
         """Deliver stored messages after room.last_seq up to `to_seq`, from the database."""
+        # Not before this process's posters have their acks (chat/writer.py `settled`).
+        await writers.get().settled()
         while room.last_seq < to_seq and room.room_id is not None:
             limit = min(FILL_PAGE, to_seq - room.last_seq)
             page = await db_read(selectors.rows_after)(

@@ -16,6 +16,7 @@ alone; the two tasks catch everything, and if one ends anyway the next post rest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ MAX_BATCH = 500
 # A publish that takes longer than this (Redis frozen, say) is given up: the message is stored
 # and acknowledged, and every process's reconcile delivers it from the database.
 PUBLISH_TIMEOUT = 2.0
+# Deliveries from the database wait at most this long for the batch in flight to settle.
+SETTLE_WAIT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,8 @@ class PostWriter:
     task: asyncio.Task[None] | None = None
     outbox: asyncio.Queue[Fresh] = field(default_factory=asyncio.Queue)
     publisher: asyncio.Task[None] | None = None
+    # Set once the batch being stored has been settled (see `settled`); None before any.
+    storing: asyncio.Event | None = None
     # Typing notices being published (strong references to their tasks).
     notices: set[asyncio.Future[None]] = field(default_factory=set)
 
@@ -133,18 +138,34 @@ class PostWriter:
                         self._settle(queued, Failed(permanent=False))
 
     async def _write(self, batch: list[_Queued]) -> None:
-        outcomes = await self._store(batch)
-        fresh: Fresh = defaultdict(list)
-        for queued, outcome in zip(batch, outcomes, strict=True):
-            self._settle(queued, outcome)
-            if isinstance(outcome, services.Stored) and outcome.created:
-                message = outcome.message
-                frame = protocol.encode(protocol.stored_frame(message))
-                plain = protocol.shown_to_tutorial_clients(message)
-                fresh[queued.room_name, message.room_id].append((message.seq, frame, plain))
+        self.storing = storing = asyncio.Event()
+        try:
+            outcomes = await self._store(batch)
+            fresh: Fresh = defaultdict(list)
+            for queued, outcome in zip(batch, outcomes, strict=True):
+                self._settle(queued, outcome)
+                if isinstance(outcome, services.Stored) and outcome.created:
+                    message = outcome.message
+                    frame = protocol.encode(protocol.stored_frame(message))
+                    plain = protocol.shown_to_tutorial_clients(message)
+                    fresh[queued.room_name, message.room_id].append((message.seq, frame, plain))
+        finally:
+            storing.set()
         metrics.batch_stored(len(batch), outcomes, fresh.items())
         if fresh:
             self.outbox.put_nowait(fresh)
+
+    async def settled(self) -> None:
+        """Wait until the batch being stored now (if any) has told its posters.
+
+        Whatever delivers from the database (the hub's reconcile and gap fill) waits here
+        first: a post committed but not yet acknowledged would otherwise reach its poster as a
+        message before its `ack`, which the protocol promises comes first.
+        """
+        storing = self.storing
+        if storing is not None and not storing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(storing.wait(), SETTLE_WAIT)
 
     async def _store(self, batch: list[_Queued]) -> list[Outcome]:
         """Store a batch; if the database refuses it, find the posts at fault by halving."""

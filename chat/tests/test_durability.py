@@ -304,3 +304,36 @@ async def test_posts_arriving_while_a_client_joins_are_not_lost_to_its_history(
     await reconcile()
     seqs = [(await receive(late))["seq"] for _ in range(60)]
     assert seqs == list(range(2, 62))
+
+
+async def test_a_reconcile_during_a_commit_waits_for_the_posters_ack(
+    connect: Connect, reconcile: Reconcile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ack comes before the message, even when the database backstop reads the post
+    between its commit and its acknowledgement (a fuzz run once saw the message first)."""
+    poster = await connect("race", query="sync=1")
+    await receive(poster)  # synced
+    await poster.send_json_to({"message": "first", "client_id": "c0"})
+    assert (await receive(poster))["type"] == "ack"
+    assert (await receive(poster))["type"] == "message"
+
+    committed, release = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    real = services.messages_create
+
+    def commit_then_hold(posts: list[services.NewPost]) -> Any:
+        results = real(posts)  # committed: a reader can see it
+        loop.call_soon_threadsafe(committed.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
+        return results
+
+    monkeypatch.setattr(services, "messages_create", commit_then_hold)
+    await poster.send_json_to({"message": "second", "client_id": "c1"})
+    await asyncio.wait_for(committed.wait(), 5)
+    backstop = asyncio.create_task(reconcile())
+    await asyncio.sleep(0.1)  # the backstop has read the database and is ready to deliver
+    release.set()
+    await backstop
+    first, then = await receive(poster), await receive(poster)
+    assert (first["type"], first.get("client_id")) == ("ack", "c1")
+    assert (then["type"], then["seq"]) == ("message", 2)
