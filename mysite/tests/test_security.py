@@ -62,7 +62,9 @@ print(json.dumps([
 def fetch_twice(host: str, env: dict[str, str]) -> list[dict[str, Any]]:
     """GET a page plainly and as forwarded by nginx from https, in a fresh process."""
     result = run_in_fresh_process(
-        ["-c", FETCH_TWICE.replace("PAGE", repr(PAGE)).format(host=host)], DJANGO_SETTINGS_MODULE="mysite.settings", **env
+        ["-c", FETCH_TWICE.replace("PAGE", repr(PAGE)).format(host=host)],
+        DJANGO_SETTINGS_MODULE="mysite.settings",
+        **env,
     )
     assert result.returncode == 0, result.stderr
     responses: list[dict[str, Any]] = json.loads(result.stdout)
