@@ -330,7 +330,7 @@ async def test_a_reconcile_during_a_commit_waits_for_the_posters_ack(
     monkeypatch.setattr(services, "messages_create", commit_then_hold)
     await poster.send_json_to({"message": "second", "client_id": "c1"})
     await asyncio.wait_for(committed.wait(), 5)
-    backstop = asyncio.create_task(reconcile())
+    backstop = asyncio.ensure_future(reconcile())
     await asyncio.sleep(0.1)  # the backstop has read the database and is ready to deliver
     release.set()
     await backstop
