@@ -208,9 +208,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # client in a 1,000-client storm (docs/benchmarks.md, "Reconnect storm").
             self.stream.resume_after(after)
         else:
-            await retention.tell_if_pruned(self.socket, room_id=local.room_id, after=after)
+            # The catch-up's first page also says whether history after `after` was pruned.
+            page = await self.rows_after(after, stream.CATCH_UP_PAGE)
+            await retention.tell_if_pruned(
+                self.socket, room_id=local.room_id, after=after, page=page
+            )
             self.stream.resume_after(after)
-            await self.stream.catch_up()
+            await self.stream.send_stored(page)
+            if len(page) == stream.CATCH_UP_PAGE:
+                await self.stream.catch_up()
         if protocol.wants_synced(query):
             await self.stream.drain_backlog()
             synced: protocol.SyncedFrame = {"type": "synced", "last_seq": self.stream.last_seq}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict
@@ -28,6 +28,7 @@ from django.utils import timezone
 from chat import metrics, protocol, sql
 from chat.db import db_read
 from chat.models import Message, Room
+from chat.selectors import MessageRow
 from chat.transport import Socket
 
 # Rows deleted per transaction, and the pause after each, so writers get the lock in between.
@@ -118,11 +119,18 @@ def first_kept(room_id: int) -> int:
     return (int(rows[0][0]) if rows else 0) + 1
 
 
-async def tell_if_pruned(socket: Socket, *, room_id: int | None, after: int) -> None:
-    """Before a resume after `after`: tell the client if what follows it was pruned."""
+async def tell_if_pruned(
+    socket: Socket, *, room_id: int | None, after: int, page: Sequence[MessageRow]
+) -> None:
+    """Before a resume after `after`: tell the client if what follows it was pruned.
+
+    `page` is the resume's first page of rows after `after`. Sequence numbers have no gaps and
+    pruning deletes only the oldest, so a page that does not start at `after + 1` starts where
+    the kept history does; only an empty page needs asking the database.
+    """
     if room_id is None:
         return
-    before = await db_read(first_kept)(room_id)
+    before = page[0].seq if page else await db_read(first_kept)(room_id)
     if after + 1 < before:
         metrics.resumed_into_pruned()
         frame: PrunedFrame = {"type": "pruned", "before": before}
