@@ -562,7 +562,7 @@ def run_on_target(
         log_path=workdir / f"storm-{target}.log",
         # As deployed (deploy/chat@.service): daphne's 5 s default drops handshakes that
         # waited their turn in the storm, and each is then done again.
-        daphne_args=("--websocket_connect_timeout", "30"),
+        daphne_args=["--websocket_connect_timeout", "30"],
     )
     busy = busy_cores()
     try:

@@ -214,9 +214,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.socket, room_id=local.room_id, after=after, page=page
             )
             self.stream.resume_after(after)
-            await self.stream.send_stored(page)
-            if len(page) == stream.CATCH_UP_PAGE:
-                await self.stream.catch_up()
+            await self.stream.catch_up(first=page)
         if protocol.wants_synced(query):
             await self.stream.drain_backlog()
             synced: protocol.SyncedFrame = {"type": "synced", "last_seq": self.stream.last_seq}

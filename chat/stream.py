@@ -125,11 +125,17 @@ class MessageStream:
                 await self.catch_up(to_seq=backlog[0].seq - 1)
             await self.send_stored(backlog)
 
-    async def catch_up(self, *, to_seq: int | None = None) -> None:
-        """Send the stored messages after `last_seq`, up to `to_seq` (or the latest)."""
+    async def catch_up(
+        self, *, to_seq: int | None = None, first: list[MessageRow] | None = None
+    ) -> None:
+        """Send the stored messages after `last_seq`, up to `to_seq` (or the latest); `first`,
+        if given, is the first page (CATCH_UP_PAGE rows at most), already read."""
         while to_seq is None or self.last_seq < to_seq:
             limit = CATCH_UP_PAGE if to_seq is None else min(CATCH_UP_PAGE, to_seq - self.last_seq)
-            page = await self.rows_after(self.last_seq, limit)
+            if first is not None:
+                page, first = first, None
+            else:
+                page = await self.rows_after(self.last_seq, limit)
             metrics.caught_up(len(page))
             await self.send_stored(page)
             if len(page) < limit:
