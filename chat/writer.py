@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
 from django.db import InterfaceError, OperationalError
@@ -206,12 +206,8 @@ class PostWriter:
                 logger.exception("publishing a batch failed; the reconcile will deliver it")
 
     async def _publish(self, fresh: Fresh) -> None:
-        layer = get_channel_layer()
         sends = [
-            asyncio.wait_for(
-                layer.group_send(group_name(room), batch_event(room, room_id, items)),
-                PUBLISH_TIMEOUT,
-            )
+            _group_send(group_name(room), batch_event(room, room_id, items))
             for (room, room_id), items in fresh.items()
         ]
         outcomes = await asyncio.gather(*sends, return_exceptions=True)
@@ -225,9 +221,9 @@ class PostWriter:
 
         Nothing is stored and nothing waits: a notice that is lost is simply not shown.
         """
-        layer = get_channel_layer()
-        send = layer.group_send(group_name(room), typing_event(room, name, sender))
-        task = asyncio.ensure_future(asyncio.wait_for(send, PUBLISH_TIMEOUT))
+        task = asyncio.ensure_future(
+            _group_send(group_name(room), typing_event(room, name, sender))
+        )
         self.notices.add(task)
         task.add_done_callback(self._notice_sent)
 
@@ -243,6 +239,15 @@ class PostWriter:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.queue.clear()
+
+
+async def _group_send(group: str, event: Any) -> None:
+    """Publish `event` to `group`, giving up after PUBLISH_TIMEOUT.
+
+    The channel layer's call is made here, inside the task that awaits it: a task cancelled
+    before it ran (a loop shutting down) then leaves no un-awaited coroutine of the layer's.
+    """
+    await asyncio.wait_for(get_channel_layer().group_send(group, event), PUBLISH_TIMEOUT)
 
 
 writers: PerLoop[PostWriter] = PerLoop(PostWriter)
