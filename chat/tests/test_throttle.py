@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 import mysite.settings
 from chat.testing.redis_server import RedisServer, free_port
+from chat.testing.stores import builder, store_url, unique, wait_until
 from chat.throttle import FloodGuard, Policy, Refused, Throttle, _MemoryStorage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,38 +47,19 @@ TIMEOUT = 0.3
 SLACK = 0.3
 
 
-def unique(name: str) -> str:
-    """A key prefix, person or address no other test (or earlier run) has used."""
-    return f"{name}-{uuid.uuid4().hex[:12]}"
-
-
 @pytest.fixture(
     params=["memory", pytest.param("redis", marks=pytest.mark.redis)],
 )
 def storage(request: pytest.FixtureRequest) -> str:
     """Each test that takes it runs on the in-memory store and on a real Redis."""
-    if request.param == "memory":
-        return "memory://"
-    return str(request.getfixturevalue("redis_url"))
+    return store_url(request)
 
 
 @pytest.fixture
 async def make() -> AsyncIterator[Callable[..., Throttle]]:
     """Build throttles (SMALL policy, a fresh key prefix unless given); all closed at the end."""
-    made: list[Throttle] = []
-    default_prefix = unique("test")
-
-    def build(**options: Any) -> Throttle:
-        options.setdefault("policy", SMALL)
-        options.setdefault("prefix", default_prefix)
-        options.setdefault("timeout", TIMEOUT)
-        throttle = Throttle(**options)
-        made.append(throttle)
-        return throttle
-
-    yield build
-    for throttle in made:
-        await throttle.close()
+    async with builder(Throttle, policy=SMALL, prefix=unique("test"), timeout=TIMEOUT) as build:
+        yield build
 
 
 def check(
@@ -88,16 +69,6 @@ def check(
     if method in {"handshake", "new_room"}:
         return getattr(throttle, method)(address=address)
     return getattr(throttle, method)(person=person, address=address)
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool]], *, within: float) -> float:
-    """Poll a condition of the store (no event tells of an expiry); return how long it took."""
-    start = time.monotonic()
-    async with asyncio.timeout(within):
-        while True:
-            if await condition():
-                return time.monotonic() - start
-            await asyncio.sleep(0.05)
 
 
 # --- rates ---------------------------------------------------------------------------------
