@@ -88,6 +88,34 @@ async def test_posts_past_a_persons_rate_are_refused_to_that_person_only(
     assert await outcomes_of(bystander, 3, "b") == ["ack"] * 3
 
 
+async def test_edits_and_deletes_count_against_the_posts_rate(
+    open_socket: Open, settings: Any
+) -> None:
+    """Changes take seqs and go through the shared group commit like posts: an edit flood is
+    refused to its sender alone, with the same limit."""
+    settings.CHAT_LIMIT_POSTS_PER_PERSON = "3/minute"
+    flooder = await open_socket("lobby")
+    bystander = await open_socket("lobby")
+    assert await outcomes_of(flooder, 1, "p") == ["ack"]
+    for n in range(3):
+        await flooder.send_json_to(
+            {"type": "edit", "seq": 1, "message": f"v{n}", "client_id": f"e{n}"}
+        )
+    await flooder.send_json_to({"type": "delete", "seq": 1, "client_id": "d"})
+    outcomes: dict[str, str] = {}
+    while len(outcomes) < 4:
+        frame = await receive(flooder)
+        if frame["type"] in {"ack", "error"}:
+            outcomes[frame["client_id"]] = frame.get("code", "ack")
+    assert [outcomes[key] for key in ("e0", "e1", "e2", "d")] == [
+        "ack",
+        "ack",
+        "rate_limited",
+        "rate_limited",
+    ]
+    assert await outcomes_of(bystander, 3, "b") == ["ack"] * 3
+
+
 async def test_posts_past_an_addresss_rate_are_refused_whatever_the_guest_name(
     open_socket: Open, settings: Any
 ) -> None:
