@@ -9,7 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 # Populate the app registry before importing code that touches models.
 django_asgi_app = get_asgi_application()
 
-from chat import lifecycle  # noqa: E402
+from chat import autobahn_debug, lifecycle  # noqa: E402
 from chat.auth import auth_middleware_stack  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chat.runtime import tune_gc_for_serving  # noqa: E402
@@ -38,3 +38,6 @@ tune_gc_for_serving()
 # log goes through logging, without the probes (mysite/logging.py).
 lifecycle.install_under_daphne()
 install_access_log()
+# Under daphne: autobahn formats its debug lines' values only if they are logged
+# (chat/autobahn_debug.py).
+autobahn_debug.install_under_daphne()
