@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from chat.testing.redis_server import RedisServer, RedisUnavailable, free_port, wait_for_port
+from chat.testing.server import listen_args
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -45,7 +46,8 @@ class Target:
         """The command line of one of its processes, listening on `port`."""
         if self.argv:
             return [sys.executable, *(arg.replace("{port}", str(port)) for arg in self.argv)]
-        return [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port), self.app]
+        # Listening as deployed: the backlog of deploy/chat@.service (chat/testing/server.py).
+        return [sys.executable, "-m", "daphne", *listen_args(HOST, port), self.app]
 
 
 TARGETS = {

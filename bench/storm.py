@@ -66,7 +66,7 @@ from bench.processes import (
     terminate_on_sigterm,
 )
 from bench.targets import checklist
-from chat.testing.server import DaphneServer
+from chat.testing.server import LISTEN_BACKLOG, DaphneServer
 
 # The storm: 5,000 sockets in rooms of 100, each room holding 20 messages.
 CLIENTS = 5000
@@ -352,6 +352,8 @@ class Knobs:
     history: int = HISTORY
     new_posts: int = NEW_POSTS
     processes: int = 2
+    # daphne's listen queue: deploy/chat@.service's by default; 50 is Twisted's own.
+    backlog: int = LISTEN_BACKLOG
 
     @property
     def rooms(self) -> int:
@@ -563,6 +565,7 @@ def run_on_target(
         # As deployed (deploy/chat@.service): daphne's 5 s default drops handshakes that
         # waited their turn in the storm, and each is then done again.
         daphne_args=["--websocket_connect_timeout", "30"],
+        backlog=knobs.backlog,
     )
     busy = busy_cores()
     try:
@@ -596,7 +599,8 @@ def report(result: StormResult) -> list[str]:
     k = result.knobs
     lines = [
         f"reconnect storm ({result.target}, one daphne process SIGKILLed and restarted, "
-        f"CHAT_LIMITS=off): {k.clients:,} clients in {k.rooms} rooms of {k.room_size}, "
+        f"listen backlog {k.backlog}, CHAT_LIMITS=off): {k.clients:,} clients in {k.rooms} "
+        f"rooms of {k.room_size}, "
         f"{k.history} messages each; {k.new_posts} new posts per room after the restart; "
         f"{k.processes} client processes; {result.busy_before:.2f} cores busy before"
     ]
@@ -657,12 +661,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=CLIENTS, help="in rooms of 100")
     parser.add_argument("--postgres", action="store_true", help="on a fresh PostgreSQL database")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
+    parser.add_argument(
+        "--backlog", type=int, default=LISTEN_BACKLOG, help="daphne's listen queue (Twisted's: 50)"
+    )
     args = parser.parse_args(argv)
     terminate_on_sigterm()
     raise_fd_limit()
     started_at = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="chat-bench-storm-"))
-    knobs = Knobs(clients=args.clients, room_size=min(ROOM_SIZE, args.clients))
+    knobs = Knobs(
+        clients=args.clients, room_size=min(ROOM_SIZE, args.clients), backlog=args.backlog
+    )
     try:
         with contextlib.ExitStack() as stack:
             given_redis = os.environ.get("BENCH_REDIS_URL")

@@ -104,5 +104,6 @@ def test_the_limit_runs_its_own_command_and_daphne_targets_run_daphne() -> None:
     ]
     assert TARGETS["project"].command(8123) == [
         sys.executable,
-        *("-m", "daphne", "-b", "127.0.0.1", "-p", "8123", "mysite.asgi:application"),
+        *("-m", "daphne", "-e", "tcp:port=8123:interface=127.0.0.1:backlog=4096"),
+        "mysite.asgi:application",
     ]

@@ -13,6 +13,16 @@ from pathlib import Path
 from chat.testing.redis_server import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
+# The listen queue daphne asks the kernel for, as deploy/chat@.service does. Twisted's default
+# is 50: when every client of a restarted process comes back at once, the kernel drops the
+# SYNs past it and each such client waits 1 s, then 3 s, 7 s ... to try again
+# (docs/deployment.md). The kernel caps it at net.core.somaxconn (4096 on current kernels).
+LISTEN_BACKLOG = 4096
+
+
+def listen_args(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> list[str]:
+    """daphne's options to listen on host:port with `backlog` (its -b/-p cannot set one)."""
+    return ["-e", f"tcp:port={port}:interface={host}:backlog={backlog}"]
 
 
 @dataclass
@@ -31,6 +41,8 @@ class DaphneServer:
     log_path: Path | None = None
     # More daphne options (["--proxy-headers"] behind nginx, say).
     daphne_args: list[str] = field(default_factory=list)
+    # The listen queue (bench/storm.py --backlog 50 shows Twisted's default).
+    backlog: int = LISTEN_BACKLOG
 
     @property
     def env(self) -> dict[str, str]:
@@ -75,10 +87,7 @@ class DaphneServer:
                 sys.executable,
                 "-m",
                 "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
+                *listen_args("127.0.0.1", self.port, self.backlog),
                 *self.daphne_args,
                 "mysite.asgi:application",
             ],

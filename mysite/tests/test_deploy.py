@@ -14,8 +14,10 @@ import pytest
 from daphne.cli import CommandLineInterface
 from django.test import RequestFactory
 from django.views.defaults import server_error
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 
-from chat.testing.server import ROOT, DaphneServer
+from chat.testing.server import LISTEN_BACKLOG, ROOT, DaphneServer
 from conftest import redis_url_or_skip
 
 DEPLOY = ROOT / "deploy"
@@ -76,7 +78,13 @@ def test_the_unit_runs_daphne_with_arguments_it_accepts() -> None:
     argv = shlex.split(exec_start.replace("%i", "8001"))
     assert argv[0].endswith("/.venv/bin/daphne")
     args = CommandLineInterface().parser.parse_args(argv[1:])
-    assert (args.host, args.port, args.proxy_headers) == ("127.0.0.1", 8001, True)
+    assert args.proxy_headers
+    # -e instead of -b/-p, for a listen queue longer than Twisted's 50 (docs/deployment.md).
+    (listen,) = args.socket_strings
+    endpoint = serverFromString(reactor, listen)
+    assert isinstance(endpoint, TCP4ServerEndpoint)
+    assert (endpoint._interface, endpoint._port) == ("127.0.0.1", 8001)
+    assert endpoint._backlog == LISTEN_BACKLOG == 4096
     assert args.application == "mysite.asgi:application"
     assert args.websocket_max_message_size == 65536
     # The drain (chat/lifecycle.py) fits in the time systemd gives before SIGKILL.
