@@ -5,10 +5,12 @@ that, so they go through the server's own `send`, which `ServerSendMiddleware` (
 mysite/asgi.py) puts in the scope. Under daphne that `send` also leads to the connection's
 autobahn protocol, which gives two things ASGI does not:
 
-- autobahn's prepared messages (its broadcast API): a message is framed once
-  (`OutFrame.prepared`) and the same bytes go to every socket, where ASGI would frame it, and
-  encode it to UTF-8, once per socket; and the frames of a batch go to a socket in one write.
-  In a room of 100 that was most of the cost of a delivery (docs/benchmarks.md).
+- the connection's Twisted transport, to write framed bytes to: a message is framed once
+  (`OutFrame.framed`, as autobahn's prepared messages would) and the same bytes go to every
+  socket, where ASGI would frame it, and encode it to UTF-8, once per socket; and the frames
+  of a batch go to a socket in one write. In a room of 100 that was most of the cost of a
+  delivery (docs/benchmarks.md). Replies (acks, errors) are framed the same way rather than
+  through autobahn's `sendMessage`.
 - the Twisted transport's write buffer, which tells how far behind a socket's reader is, so
   one that stops reading is dropped before its backlog grows without bound.
 
@@ -83,10 +85,25 @@ class ServerSendMiddleware:
         return self.app(scope, receive, send)
 
 
+def text_frame(data: bytes) -> bytes:
+    """`data` (UTF-8) as one unmasked, unfragmented WebSocket text frame (RFC 6455, 5.2).
+
+    What a server sends: FIN and opcode 1, then the length in 7 bits, or 126 and 16 bits, or
+    127 and 64 bits, then the payload. autobahn's `sendMessage` builds the same bytes in more
+    steps; chat/tests/test_transport.py compares the two.
+    """
+    length = len(data)
+    if length < 126:
+        return b"\x81" + bytes((length,)) + data
+    if length < 65536:
+        return b"\x81\x7e" + length.to_bytes(2, "big") + data
+    return b"\x81\x7f" + length.to_bytes(8, "big") + data
+
+
 class OutFrame:
     """A message frame for many sockets: its text, and its WebSocket framing, made once."""
 
-    __slots__ = ("_prepared", "plain", "seq", "text")
+    __slots__ = ("_framed", "_prepared", "plain", "seq", "text")
 
     def __init__(self, seq: int, text: str, *, plain: bool = True) -> None:
         self.seq = seq
@@ -94,11 +111,19 @@ class OutFrame:
         # False for what only clients that speak the protocol are sent (edits, deletes): the
         # tutorial's client would show any frame's `message` as a new line.
         self.plain = plain
+        self._framed: bytes | None = None
         self._prepared: Any = None
 
     @property
+    def framed(self) -> bytes:
+        """The frame's bytes on the wire (server frames are never masked)."""
+        if self._framed is None:
+            self._framed = text_frame(self.text.encode())
+        return self._framed
+
+    @property
     def prepared(self) -> Any:
-        """The autobahn PreparedMessage (server frames are never masked)."""
+        """The autobahn PreparedMessage, for a connection that compresses its frames."""
         if self._prepared is None:
             self._prepared = PreparedMessage(self.text.encode(), False, False, False)
         return self._prepared
@@ -106,7 +131,7 @@ class OutFrame:
 
 def joined_payload(frames: list[OutFrame]) -> bytes:
     """The WebSocket bytes of consecutive frames, as one write."""
-    return b"".join(frame.prepared.payloadHybi for frame in frames)
+    return b"".join([frame.framed for frame in frames])
 
 
 def utf8(text: str) -> bytes:
@@ -164,12 +189,28 @@ class DirectSocket:
                 protocol.sendPreparedMessage(frame.prepared)
             return
         # Several frames in one TCP write: one trip through Twisted per socket per batch.
-        protocol.sendData(payload if payload is not None else joined_payload(frames))
+        self._write(payload if payload is not None else joined_payload(frames))
 
     def send_text(self, text: str) -> None:
         """Write one text frame, under the same slow-reader limit as live messages."""
         if self._writable():
-            self.protocol.sendMessage(utf8(text), False)
+            if self.protocol._perMessageCompress is not None:
+                self.protocol.sendMessage(utf8(text), False)
+            else:
+                self._write(text_frame(utf8(text)))
+
+    def _write(self, data: bytes) -> None:
+        """Framed bytes to the socket: to Twisted's transport, as autobahn's `sendData` does.
+
+        Straight to the transport unless autobahn holds bytes of its own waiting in its send
+        queue (only for "synchronous" or chopped sends, which daphne never makes), so the
+        order of the bytes is the order of the calls either way. Skipped with `sendData`: its
+        debug line and traffic counters, which nothing under daphne reads.
+        """
+        if self.protocol.send_queue:
+            self.protocol.sendData(data)
+        else:
+            self.transport.write(data)
 
     def _writable(self) -> bool:
         """False if the socket is closing, or its reader is too far behind (then dropped)."""
@@ -313,12 +354,14 @@ PROTOCOL_SHAPES: Shapes = {
     "state": int,
     "STATE_OPEN": int,
     "_perMessageCompress": object,  # None unless compression was negotiated
+    "send_queue": deque,  # autobahn's own bytes waiting to be written (empty under daphne)
 }
 TRANSPORT_SHAPES: Shapes = {
     "dataBuffer": bytes,
     "offset": int,
     "_tempDataLen": int,
     "abortConnection": METHOD,
+    "write": METHOD,
 }
 # An unmasked text frame of "ok", as RFC 6455 lays it out (FIN + opcode 1, length 2).
 _FRAMED_OK = b"\x81\x02ok"

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import inspect
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -22,9 +23,10 @@ import websockets
 from autobahn.websocket.protocol import PreparedMessage, WebSocketServerProtocol
 from daphne.server import Server
 from daphne.testing import BaseDaphneTestingInstance
-from daphne.ws_protocol import WebSocketProtocol
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.testing import StringTransport
 
 from chat import transport
 from chat.transport import (
@@ -40,6 +42,7 @@ from chat.transport import (
     ServerSendMiddleware,
     direct_socket,
     joined_payload,
+    text_frame,
 )
 
 BIG = "x" * 100_000
@@ -69,6 +72,36 @@ def test_autobahn_prepares_frames_as_rfc6455_lays_them_out() -> None:
     assert joined_payload([OutFrame(1, "a"), OutFrame(2, "é")]) == b"\x81\x01a\x81\x02\xc3\xa9"
 
 
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_text_frames_are_the_bytes_autobahn_sends_for_a_text_message(length: int) -> None:
+    factory = WebSocketFactory(object(), server="Daphne")
+    protocol: Any = factory.buildProtocol(None)
+    wire = StringTransport()
+    protocol.makeConnection(wire)
+    protocol.state = protocol.STATE_OPEN
+    protocol._perMessageCompress = None
+    data = ("é" * length).encode()[:length]
+    protocol.sendMessage(data, False)
+    assert text_frame(data) == wire.value()
+
+
+def test_direct_writes_queue_behind_autobahns_own_when_it_holds_some() -> None:
+    written: list[tuple[str, bytes]] = []
+    protocol = connection()
+    protocol.sendData = lambda data: written.append(("autobahn", data))
+    protocol.transport.write = lambda data: written.append(("twisted", data))
+    socket = DirectSocket(protocol)
+    socket.send_text("one")
+    protocol.send_queue.append((b"held by autobahn", False))
+    socket.send([OutFrame(2, "two")])
+    socket.send_text("three")
+    assert written == [
+        ("twisted", b"\x81\x03one"),
+        ("autobahn", b"\x81\x03two"),
+        ("autobahn", b"\x81\x05three"),
+    ]
+
+
 class SlowKernel(FileDescriptor):
     """Twisted's write buffer in front of a kernel that takes at most `takes` bytes a write."""
 
@@ -91,6 +124,7 @@ class SlowKernel(FileDescriptor):
 def test_twisted_write_buffer_counts_what_the_kernel_has_not_taken() -> None:
     assert issubclass(tcp.Server, FileDescriptor)
     assert callable(tcp.Server.abortConnection)
+    assert callable(tcp.Server.write)
     kernel = SlowKernel(takes=600)
     socket = DirectSocket(SimpleNamespace(transport=kernel))
     kernel.write(b"a" * 1000)
@@ -184,8 +218,9 @@ def connection() -> SimpleNamespace:
         state=3,
         STATE_OPEN=3,
         _perMessageCompress=None,
+        send_queue=deque(),
         transport=SimpleNamespace(
-            dataBuffer=b"abcdef", offset=2, _tempDataLen=10, abortConnection=noop
+            write=noop, dataBuffer=b"abcdef", offset=2, _tempDataLen=10, abortConnection=noop
         ),
     )
 
