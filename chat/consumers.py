@@ -273,17 +273,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.leave()
             await self.close(code=protocol.CLOSE_FORBIDDEN)
 
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        """The socket closed: leave, and end this consumer.
-
-        Channels' own handler also discards the consumer's groups (it has none) and then
-        awaits `aclose_old_connections()`, a trip to the sync thread on every close: about 8 %
-        of daphne's CPU while a storm's clients come and go (docs/benchmarks.md). As in
-        `dispatch`, `chat.db` manages the database connections itself.
-        """
-        await self.disconnect(message.get("code", 1000))
-        raise StopConsumer
-
     async def disconnect(self, code: int) -> None:
         """Leave the room (`__call__` makes sure of it, whatever ended the socket)."""
         self.leave()

@@ -193,29 +193,3 @@ async def test_longest_room_name_is_accepted(connect: Connect) -> None:
     alice = await connect(room)
     await alice.send_json_to({"message": "hi"})
     assert (await receive(alice))["message"] == "hi"
-
-
-async def test_a_closed_socket_leaves_its_room_without_a_trip_to_the_sync_thread(
-    connect: Connect, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from channels.generic import websocket
-
-    from chat import fanout
-
-    trips: list[str] = []
-
-    async def aclose_old_connections() -> None:
-        trips.append("sync thread")
-
-    monkeypatch.setattr(websocket, "aclose_old_connections", aclose_old_connections)
-    alice = await connect("closing")
-    bob = await connect("closing")
-    assert len(fanout.hubs.get().rooms["closing"].members) == 2
-
-    await alice.disconnect()
-
-    assert len(fanout.hubs.get().rooms["closing"].members) == 1
-    assert trips == []
-    # And the room goes on for the one still in it.
-    await bob.send_json_to({"message": "still here"})
-    assert (await receive(bob))["message"] == "still here"
