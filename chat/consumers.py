@@ -22,6 +22,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chat import (
     access,
+    auth,
     lifecycle,
     logging_context,
     metrics,
@@ -70,6 +71,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # No channel per socket: the hub receives each room's messages once per process.
     channel_layer_alias = None
+    # Nor groups: an empty tuple here spares each socket the empty list Channels makes it.
+    groups = ()
 
     room_name: str
     person: Person
@@ -112,6 +115,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         which also keeps an idle socket to one coroutine.
         """
         self.scope = scope
+        del scope  # connect lets go of it (below), and so must this frame
         self.channel_layer = None
         self.base_send = send
         self.stream = MessageStream(self.rows_after)
@@ -148,6 +152,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.socket_id = secrets.token_hex(8)
         logging_context.bind_socket(connection=self.socket_id, room=self.room_name)
         try:
+            await auth.resolve_user(self.scope)  # a signed-in browser's session (chat/auth.py)
             self.person = person_for_scope(self.scope)
         except SignInRequired:
             error = ProtocolError(ErrorCode.SIGN_IN_REQUIRED, "Sign in to chat.")
@@ -228,6 +233,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             name=self.person.name,
         )
         self.present = True
+        # Nothing reads the handshake's scope from here on: holding it would keep its headers,
+        # cookies and session for the socket's life (~0.9 KB an idle connection). Anything
+        # that did read it later would fail loudly (KeyError), not quietly.
+        self.scope = {}
 
     async def admitted(self) -> bool:
         """Check the handshake rate and the socket caps; refuse the socket past them."""

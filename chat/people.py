@@ -111,7 +111,7 @@ def person_for(user: AbstractBaseUser | AnonymousUser | None, cookies: Mapping[s
 
 
 def person_for_scope(scope: Mapping[str, Any]) -> Person:
-    """The person behind a WebSocket handshake (after Channels' auth middleware)."""
+    """The person behind a WebSocket handshake (its user resolved by chat/auth.py)."""
     return person_for(scope.get("user"), scope.get("cookies") or {})
 
 

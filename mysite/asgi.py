@@ -2,7 +2,6 @@
 
 import os
 
-from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
@@ -10,27 +9,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 django_asgi_app = get_asgi_application()
 
 from chat import autobahn_debug, lifecycle  # noqa: E402
-from chat.auth import auth_middleware_stack  # noqa: E402
-from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.entry import Entry  # noqa: E402
 from chat.runtime import tune_gc_for_serving  # noqa: E402
 from chat.transport import ServerSendMiddleware  # noqa: E402
 from mysite.health import ProbeEndpoints  # noqa: E402
 from mysite.logging import install_access_log  # noqa: E402
-from mysite.origin import SiteOriginValidator  # noqa: E402
 
-application = ServerSendMiddleware(
-    ProtocolTypeRouter(
-        {
-            # /healthz, /readyz and /metrics before Django (mysite/health.py).
-            "http": ProbeEndpoints(django_asgi_app),
-            # Only a page served by this site may open a socket (mysite/origin.py); the user
-            # comes from the session, as with Channels' AuthMiddlewareStack (chat/auth.py).
-            "websocket": SiteOriginValidator(
-                auth_middleware_stack(URLRouter(websocket_urlpatterns))
-            ),
-        }
-    )
-)
+# /healthz, /readyz and /metrics before Django (mysite/health.py). A WebSocket handshake is
+# checked (Origin), given its session and routed to its consumer in plain calls, so the
+# consumer's coroutine is all an open socket holds (chat/entry.py).
+application = ServerSendMiddleware(Entry(ProbeEndpoints(django_asgi_app)))
 
 # Everything the process needs is loaded: keep collector pauses off the hot path.
 tune_gc_for_serving()

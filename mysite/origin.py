@@ -22,7 +22,6 @@ from django.utils.http import is_same_domain
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Under `chat`: the logger operators already configure (CHAT_LOG_LEVEL).
 logger = logging.getLogger("chat.origin")
@@ -97,19 +96,7 @@ def handshake_allowed(scope: Scope) -> bool:
     )
 
 
-class SiteOriginValidator:
-    """ASGI middleware: a handshake whose Origin is not the site's is refused (HTTP 403)."""
-
-    def __init__(self, application: ASGIApp) -> None:
-        self.application = application
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass an allowed handshake on; refuse any other."""
-        if scope["type"] != "websocket":
-            raise ValueError("SiteOriginValidator only guards WebSocket connections")
-        if handshake_allowed(scope):
-            await self.application(scope, receive, send)
-            return
-        origins = header_values(scope, b"origin")
-        logger.info("WebSocket handshake refused: Origin %.200r", origins)
-        await WebsocketDenier()(scope, receive, send)
+def refuse_origin(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+    """Refuse a handshake whose Origin is not the site's (HTTP 403), and log it."""
+    logger.info("WebSocket handshake refused: Origin %.200r", header_values(scope, b"origin"))
+    return WebsocketDenier()(scope, receive, send)
