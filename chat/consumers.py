@@ -42,7 +42,6 @@ from chat.selectors import MessageRow
 from chat.stream import MessageStream
 from chat.throttle import FloodGuard, Refused, throttles
 from chat.transport import (
-    SCOPE_KEY,
     AsgiSocket,
     DirectSocket,
     OutFrame,
@@ -148,7 +147,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         """Join the room, accept, send the history or the missed messages, then go live."""
         self.room_name = self.stream.room_name = self.scope["url_route"]["kwargs"]["room_name"]
-        self.server_send = self.scope.get(SCOPE_KEY, self.base_send)
         self.socket_id = secrets.token_hex(8)
         logging_context.bind_socket(connection=self.socket_id, room=self.room_name)
         try:
@@ -185,8 +183,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         joined_at = local.last_seq
         await self.accept()
         lifecycle.opened(self)
-        self.direct = direct_socket(self.server_send)
-        self.socket = self.direct or AsgiSocket(self.server_send)
+        self.direct = direct_socket(self.base_send)
+        self.socket = self.direct or AsgiSocket(self.base_send)
         self.stream.attach(self.socket)
         if resume_error is not None:
             self.send_error(resume_error)

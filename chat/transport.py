@@ -1,9 +1,8 @@
 """The socket underneath a consumer, and frames encoded once for every socket that gets them.
 
-Channels' session middleware wraps `send` to save sessions; the hub's deliveries need none of
-that, so they go through the server's own `send`, which `ServerSendMiddleware` (outermost in
-mysite/asgi.py) puts in the scope. Under daphne that `send` also leads to the connection's
-autobahn protocol, which gives two things ASGI does not:
+A consumer is handed the server's own `send` (chat/entry.py wraps nothing around it). Under
+daphne that `send` also leads to the connection's autobahn protocol, which gives two things
+ASGI does not:
 
 - the connection's Twisted transport, to write framed bytes to: a message is framed once
   (`OutFrame.framed`, as autobahn's prepared messages would) and the same bytes go to every
@@ -43,11 +42,9 @@ from chat import metrics
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Any, Send], Awaitable[None]]
 
 logger = logging.getLogger(__name__)
 
-SCOPE_KEY = "chat.server_send"
 # Bytes a socket may have waiting in the server's write buffer (beyond what the kernel took)
 # because its reader is not reading. Past this the socket is dropped; the client reconnects and
 # resumes from the database, so the limit costs it nothing but a reconnect.
@@ -63,26 +60,6 @@ FLUSH_TIMEOUT = 5.0
 # Closes a socket under a plain ASGI server whose reader fell SLOW_READER_LIMIT behind (under
 # daphne the connection is aborted instead: a close frame would queue behind the backlog).
 CLOSE_SLOW_READER = 4008
-
-
-class ServerSendMiddleware:
-    """Puts the server's `send` for a websocket into its scope, under SCOPE_KEY.
-
-    Outermost, so the scope is the one the server made for this connection alone: the key is
-    added in place rather than to a copy, and the inner application's awaitable is returned
-    rather than awaited here. Both save memory on every open socket (docs/benchmarks.md).
-    """
-
-    # A plain (not async) __call__ would pass for an ASGI 2 application without this hint.
-    _asgi_single_callable = True
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    def __call__(self, scope: Scope, receive: Any, send: Send) -> Awaitable[None]:
-        if scope["type"] == "websocket":
-            scope[SCOPE_KEY] = send
-        return self.app(scope, receive, send)
 
 
 def text_frame(data: bytes) -> bytes:

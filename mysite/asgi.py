@@ -11,14 +11,13 @@ django_asgi_app = get_asgi_application()
 from chat import autobahn_debug, lifecycle  # noqa: E402
 from chat.entry import Entry  # noqa: E402
 from chat.runtime import tune_gc_for_serving  # noqa: E402
-from chat.transport import ServerSendMiddleware  # noqa: E402
 from mysite.health import ProbeEndpoints  # noqa: E402
 from mysite.logging import install_access_log  # noqa: E402
 
 # /healthz, /readyz and /metrics before Django (mysite/health.py). A WebSocket handshake is
 # checked (Origin), given its session and routed to its consumer in plain calls, so the
 # consumer's coroutine is all an open socket holds (chat/entry.py).
-application = ServerSendMiddleware(Entry(ProbeEndpoints(django_asgi_app)))
+application = Entry(ProbeEndpoints(django_asgi_app))
 
 # Everything the process needs is loaded: keep collector pauses off the hot path.
 tune_gc_for_serving()

@@ -55,7 +55,7 @@ def test_an_open_socket_runs_the_consumers_coroutine_and_no_other() -> None:
         assert coroutine.cr_code is ChatConsumer.__call__.__code__  # type: ignore[attr-defined]
     finally:
         coroutine.close()  # type: ignore[attr-defined]
-    assert isinstance(application.app, Entry)  # the entry is what mysite/asgi.py serves
+    assert isinstance(application, Entry)  # the entry is what mysite/asgi.py serves
 
 
 def test_scope_types_other_than_http_and_websocket_are_refused() -> None:

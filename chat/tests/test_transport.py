@@ -32,14 +32,12 @@ from chat import transport
 from chat.transport import (
     METHOD,
     PROTOCOL_SHAPES,
-    SCOPE_KEY,
     TRANSPORT_SHAPES,
     DirectSocket,
     OutFrame,
     Receive,
     Scope,
     Send,
-    ServerSendMiddleware,
     direct_socket,
     joined_payload,
     text_frame,
@@ -148,7 +146,7 @@ async def probe(scope: Scope, receive: Receive, send: Send) -> None:
         return
     await receive()  # websocket.connect
     await send({"type": "websocket.accept"})
-    server_send = scope[SCOPE_KEY]
+    server_send = send
     socket = direct_socket(server_send)
     if socket is None:
         if isinstance(server_send, functools.partial) and server_send.args:
@@ -173,7 +171,7 @@ async def probe(scope: Scope, receive: Receive, send: Send) -> None:
 @pytest.fixture
 def daphne_port() -> Iterator[int]:
     """daphne serving `probe` in a child process (daphne's own test harness); its port."""
-    server = BaseDaphneTestingInstance(application=ServerSendMiddleware(probe))
+    server = BaseDaphneTestingInstance(application=probe)
     server.startup_timeout = 20
     with server:
         yield server.port
