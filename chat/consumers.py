@@ -149,6 +149,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.room_name = self.stream.room_name = self.scope["url_route"]["kwargs"]["room_name"]
         self.socket_id = secrets.token_hex(8)
         logging_context.bind_socket(connection=self.socket_id, room=self.room_name)
+        client = self.scope.get("client")
+        self.address = client[0] if client else "unknown"
+        # The handshake rate first: a flood from one address is refused before it costs the
+        # database a session or access read (the socket caps need the person, below).
+        if not await self.handshake_rate_allows():
+            return
         try:
             await auth.resolve_user(self.scope)  # a signed-in browser's session (chat/auth.py)
             self.person = person_for_scope(self.scope)
@@ -163,8 +169,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if self.person.user is not None:
             self.moderator = await db_read(access.is_moderator)(self.person.user)
-        client = self.scope.get("client")
-        self.address = client[0] if client else "unknown"
         self.flood = FloodGuard()
         if not await self.admitted():
             return
@@ -236,24 +240,36 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # that did read it later would fail loudly (KeyError), not quietly.
         self.scope = {}
 
-    async def admitted(self) -> bool:
-        """Check the handshake rate and the socket caps; refuse the socket past them."""
+    async def handshake_rate_allows(self) -> bool:
+        """Check the handshake rate of the socket's address; refuse the socket past it."""
         throttle = throttles.get()
         if not throttle.enabled:
             return True
         refused = await throttle.handshake(address=self.address)
         if refused is None:
-            refused = await throttle.socket_opened(
-                socket_id=self.socket_id, person=self.person.key, address=self.address
-            )
-            if refused is None:
-                self.counted = True
-                return True
+            return True
+        await self.refuse_too_many(refused)
+        return False
+
+    async def admitted(self) -> bool:
+        """Check the socket caps (per person and per address); refuse the socket past them."""
+        throttle = throttles.get()
+        if not throttle.enabled:
+            return True
+        refused = await throttle.socket_opened(
+            socket_id=self.socket_id, person=self.person.key, address=self.address
+        )
+        if refused is None:
+            self.counted = True
+            return True
+        await self.refuse_too_many(refused)
+        return False
+
+    async def refuse_too_many(self, refused: Refused) -> None:
         metrics.refused("handshake")
         await self.refuse_handshake(
             _rate_limited(refused, "Too many connections"), protocol.CLOSE_RATE_LIMITED
         )
-        return False
 
     async def refuse_handshake(self, error: ProtocolError, code: int) -> None:
         """Accept only to say why, in a frame a browser can read (a refused handshake is a

@@ -192,6 +192,52 @@ async def test_sockets_past_the_per_address_cap_are_refused_until_one_closes(
     assert await outcomes_of(admitted, 1, "a") == ["ack"]
 
 
+async def test_a_handshake_flood_is_refused_before_it_costs_the_database_a_read(
+    limits: None, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the rate, a handshake with a session cookie costs no session or access read; the
+    rate is the flooding address's alone."""
+    import channels.auth
+
+    from chat import access
+
+    reads: list[str] = []
+    real_get_user, real_may_enter = channels.auth.get_user, access.may_enter
+
+    async def get_user(scope: Any) -> Any:
+        reads.append("session")
+        return await real_get_user(scope)
+
+    def may_enter(*args: Any) -> Any:
+        reads.append("access")
+        return real_may_enter(*args)
+
+    monkeypatch.setattr(channels.auth, "get_user", get_user)
+    monkeypatch.setattr(access, "may_enter", may_enter)
+    settings.CHAT_LIMIT_HANDSHAKES_PER_ADDRESS = "2/minute"
+    cookie = (b"cookie", b"sessionid=" + b"k" * 32)  # a session key's shape, no session
+
+    async def handshake(address: str) -> WebsocketCommunicator:
+        communicator = WebsocketCommunicator(
+            application, "/ws/chat/lobby/", headers=[ORIGIN, cookie]
+        )
+        communicator.scope["client"] = (address, 50000)
+        assert (await communicator.connect())[0]
+        return communicator
+
+    admitted = [await handshake("203.0.113.9") for _ in range(2)]
+    assert reads == ["session", "access"] * 2
+    flood = [await handshake("203.0.113.9") for _ in range(5)]
+    for refused in flood:
+        assert (await receive(refused))["code"] == "rate_limited"
+        assert (await refused.receive_output(timeout=3))["code"] == protocol.CLOSE_RATE_LIMITED
+    assert reads == ["session", "access"] * 2
+    other = await handshake("198.51.100.9")
+    assert await outcomes_of(other, 1, "o") == ["ack"]
+    for communicator in [*admitted, *flood, other]:
+        await communicator.disconnect()
+
+
 async def test_handshakes_past_the_rate_are_refused(open_socket: Open, settings: Any) -> None:
     settings.CHAT_LIMIT_HANDSHAKES_PER_ADDRESS = "3/minute"
     for _ in range(3):
